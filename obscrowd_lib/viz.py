@@ -1,0 +1,73 @@
+"""Small figures for the notebooks: photo grids, thumbnails, face boxes with labels.
+
+Tiles are at most 256 px on their long side and figures are saved as JPEG, so executed
+notebooks stay small.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def thumbnail(image: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """(H, W, 3) uint8 → a copy whose long side is at most ``max_side`` pixels (aspect kept)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s == 1.0:
+        return image
+    return np.asarray(Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))),
+                                                    Image.Resampling.LANCZOS))
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, *, columns: int = 4,
+               tile: int = 256, boxes: Sequence[Sequence[tuple]] | None = None,
+               labels: Sequence[Sequence[str]] | None = None, dpi: int = 80):
+    """A matplotlib figure showing ``images`` (each (H, W, 3) uint8) in a grid of thumbnails.
+
+    ``boxes[i]`` (optional) are (x0, y0, x1, y1) boxes in the pixel coordinates of image ``i``,
+    drawn with ``labels[i]`` (e.g. per-face similarities).
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    columns = min(columns, n)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * tile / dpi, rows * (tile / dpi + 0.35)), dpi=dpi,
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes.flat[i]
+        th = thumbnail(img, tile)
+        scale = th.shape[1] / img.shape[1]
+        ax.imshow(th)
+        if titles:
+            ax.set_title(titles[i], fontsize=9)
+        for j, b in enumerate((boxes[i] if boxes else []) or []):
+            x0, y0, x1, y1 = (v * scale for v in b[:4])
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=1.2))
+            if labels and labels[i] and j < len(labels[i]):
+                ax.text(x0, y0 - 2, labels[i][j], color="black", fontsize=7,
+                        bbox={"facecolor": "lime", "alpha": 0.7, "pad": 1, "lw": 0})
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path, *, quality: int = 85) -> Path:
+    """Save a figure atomically (JPEG for photos unless the suffix says .png); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "png" if path.suffix.lower() == ".png" else "jpeg"
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=path.suffix) as f:
+        tmp = f.name
+    kwargs = {"pil_kwargs": {"quality": quality}} if fmt == "jpeg" else {}
+    fig.savefig(tmp, format=fmt, bbox_inches="tight", **kwargs)
+    os.replace(tmp, path)
+    return path
