@@ -201,3 +201,297 @@ def align_faces(photo: torch.Tensor, landmarks: Any, template: torch.Tensor, cro
     order = torch.cat([sel for sel, _ in chunks])
     stacked = torch.cat([cr for _, cr in chunks])
     return stacked[torch.argsort(order.to(stacked.device))] if len(chunks) > 1 else stacked
+
+
+# ----------------------------------------------------------------------------------------------
+# One recognizer
+# ----------------------------------------------------------------------------------------------
+
+
+class Recognizer:
+    """One FR model behind one interface: ``embed(photo, faces)`` → (N, D) unit vectors.
+
+    Wraps a zoo recognizer network (contract in :mod:`obscrowd_lib.zoo`: ``forward(crops)`` with
+    (N, 3, S, S) crops in [0, 1] → (N, D) unit vectors, attributes ``crop_size``, ``template``,
+    ``embedding_dim``) and puts :func:`align_faces` in front of it, so gradients flow from the
+    embedding back to the whole photo when the network is differentiable.
+    """
+
+    def __init__(self, network: torch.nn.Module, name: str = "custom", differentiable: bool = True, *,
+                 padding_mode: str = "zeros", antialias: bool = True):
+        for attr in ("crop_size", "template", "embedding_dim"):
+            if not hasattr(network, attr):
+                raise TypeError(f"recognizer network {name!r} lacks the attribute {attr!r} "
+                                "(see the recognizer contract in obscrowd_lib/zoo.py)")
+        template = torch.as_tensor(network.template, dtype=torch.float32)
+        if template.shape != (5, 2):
+            raise ValueError(f"recognizer {name!r}: template must be (5, 2), got {tuple(template.shape)}")
+        self.network = network
+        self.name = name  # zoo name (or "custom")
+        self.differentiable = bool(differentiable)  # whether gradients reach the photo
+        self.crop_size = int(network.crop_size)  # S of the aligned crops
+        self.template = template  # (5, 2) landmark positions in crop pixels
+        self.embedding_dim = int(network.embedding_dim)  # D
+        self.padding_mode = padding_mode  # grid_sample padding outside the photo
+        self.antialias = antialias  # area-pyramid sampling for faces larger than the crop
+
+    @property
+    def device(self) -> torch.device:
+        for t in itertools.chain(self.network.parameters(), self.network.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def align(self, photo: torch.Tensor, faces: Any, batch_index: Any = None) -> torch.Tensor:
+        """(B, 3, H, W) photo in [0, 1], N faces (list of Face or (N, 5, 2) landmarks) → (N, 3, S, S) crops."""
+        photo = _as_photo(photo).to(self.device)
+        return align_faces(photo, faces, self.template, self.crop_size, batch_index,
+                           padding_mode=self.padding_mode, antialias=self.antialias)
+
+    def embed(self, photo: torch.Tensor, faces: Any, batch_index: Any = None) -> torch.Tensor:
+        """Identity embeddings of the N faces: (N, D) float, L2-normalised (differentiable if the model is)."""
+        crops = self.align(photo, faces, batch_index)
+        if crops.shape[0] == 0:
+            return crops.new_zeros(0, self.embedding_dim)
+        return F.normalize(self.network(crops), dim=-1)
+
+    __call__ = embed
+
+    def __repr__(self) -> str:
+        return (f"Recognizer({self.name!r}, S={self.crop_size}, D={self.embedding_dim}, "
+                f"differentiable={self.differentiable})")
+
+
+def _face_boxes(faces: Any) -> np.ndarray:
+    """(N, 4) boxes (x0, y0, x1, y1) from Face objects, or derived from (N, 5, 2) landmarks.
+
+    From landmarks alone: a square of side 1.2 (eye distance + eye-to-mouth distance) centred at the
+    landmark centroid shifted up by 0.1 side -- close to dlib's mmod boxes on the sample photos
+    (side 141 vs 138 px on obama.jpg at 600 px).
+    """
+    if not isinstance(faces, (torch.Tensor, np.ndarray)):
+        faces = list(faces)
+        if faces and hasattr(faces[0], "box"):
+            return np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+    lm = _as_landmarks(faces).double().cpu().numpy()
+    eye_d = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=-1)
+    eye_mouth = np.linalg.norm((lm[:, 0] + lm[:, 1]) / 2 - (lm[:, 3] + lm[:, 4]) / 2, axis=-1)
+    side = 1.2 * (eye_d + eye_mouth)
+    cx, cy = lm[:, :, 0].mean(1), lm[:, :, 1].mean(1) - 0.1 * side
+    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
+
+
+class DlibNativeRecognizer:
+    """Native dlib ResNet descriptor (dlib-bin), for **evaluation only** (not differentiable).
+
+    dlib finds its own 5 landmarks with ``shape_predictor_5_face_landmarks.dat`` inside each face's
+    box and cuts its own 150×150 chip (padding 0.25, as ``dlib.get_face_chip``) from an uint8
+    rounding of the photo, then runs ``dlib_face_recognition_resnet_model_v1.dat``. The raw 128-D
+    descriptors (norm ≈ 1.4) are L2-normalised here, so cosines compare with the other models
+    (dlib's own rule "same person when Euclidean distance < 0.6" is on the raw descriptors).
+
+    It shares its weights with the face-api.js port ``"dlib-faceapi"`` (cosine 0.9997 between the
+    two on dlib's chips): never use one as a held-out check of the other.
+    """
+
+    name = "dlib-native"
+    differentiable = False
+    embedding_dim = 128
+    device = torch.device("cpu")
+
+    def __init__(self, descriptor_path: str | Path, predictor_path: str | Path, *, padding: float = 0.25):
+        import dlib
+
+        for p in (descriptor_path, predictor_path):
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"{p}: dlib model file not found")
+        self._facerec = dlib.face_recognition_model_v1(str(descriptor_path))
+        self._predictor = dlib.shape_predictor(str(predictor_path))
+        self.padding = padding  # dlib chip padding around the face (dlib's default 0.25)
+
+    def embed(self, photo: torch.Tensor, faces: Any, batch_index: Any = None) -> torch.Tensor:
+        """(B, 3, H, W) photo in [0, 1], N faces (list of Face, or landmarks: box derived) → (N, 128) unit vectors.
+
+        The result carries no gradient (dlib runs on an uint8 copy), and lives on the CPU.
+        """
+        import dlib
+
+        photo = _as_photo(photo)
+        boxes = _face_boxes(faces)
+        n = len(boxes)
+        bidx = np.zeros(n, dtype=np.int64) if batch_index is None else np.asarray(
+            torch.as_tensor(batch_index).cpu(), dtype=np.int64).reshape(-1)
+        if batch_index is None and photo.shape[0] != 1 and n:
+            raise ValueError(f"photo batch has {photo.shape[0]} images: pass batch_index")
+        out = np.zeros((n, 128), dtype=np.float32)
+        for b in np.unique(bidx):
+            img = np.ascontiguousarray((photo[b].detach().clamp(0, 1) * 255).round().byte()
+                                       .permute(1, 2, 0).cpu().numpy())
+            sel = np.nonzero(bidx == b)[0]
+            shapes = dlib.full_object_detections()
+            for i in sel:
+                x0, y0, x1, y1 = (int(round(v)) for v in boxes[i])
+                shapes.append(self._predictor(img, dlib.rectangle(x0, y0, x1, y1)))
+            desc = self._facerec.compute_face_descriptor(img, shapes, 0, self.padding)
+            out[sel] = np.array([np.asarray(d) for d in desc], dtype=np.float32)
+        return F.normalize(torch.from_numpy(out), dim=-1)
+
+    __call__ = embed
+
+    def __repr__(self) -> str:
+        return "DlibNativeRecognizer('dlib-native', D=128, differentiable=False)"
+
+
+def load_dlib_native(device: Any = "cpu") -> DlibNativeRecognizer:
+    """Zoo loader of ``"dlib-native"``: native dlib descriptor with its own landmarks and chips (CPU only).
+
+    Not a torch module (the zoo's recognizer contract cannot hold: dlib cuts its own chips); it has
+    the same ``embed(photo, faces)`` interface as :class:`Recognizer`. ``device`` is accepted for
+    the uniform loader signature; dlib-bin runs on the CPU.
+    """
+    from . import zoo
+
+    files = zoo.entry_files("dlib-native")
+    desc = next((f for f in files if f.name == "dlib_face_recognition_resnet_model_v1.dat"), None)
+    pred = next((f for f in files if f.name == "shape_predictor_5_face_landmarks.dat"), None)
+    if desc is None or pred is None:
+        raise FileNotFoundError(f"dlib-native: model files missing among {[str(f) for f in files]}")
+    return DlibNativeRecognizer(desc, pred)
+
+
+def load_recognizer(name: str, device: Any = "cpu", **kwargs: Any) -> Recognizer | DlibNativeRecognizer:
+    """Load zoo recognizer ``name`` (``zoo.load_model``) and wrap it as a :class:`Recognizer`."""
+    from . import zoo
+
+    entry = zoo.get_entry(name)
+    if entry.kind != "recognizer":
+        raise ValueError(f"{name!r} is a {entry.kind}, not a recognizer")
+    model = zoo.load_model(name, device=device, **kwargs)
+    if hasattr(model, "embed"):  # dlib-native: already has the interface
+        return model
+    return Recognizer(model, name=name, differentiable=entry.differentiable)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ensemble
+# ----------------------------------------------------------------------------------------------
+
+
+def recognizer_names(differentiable: bool | None = None, available_only: bool = True) -> list[str]:
+    """Zoo recognizers, optionally only the (non-)differentiable ones and those with weights on disk."""
+    from . import zoo
+
+    out = []
+    for name, e in zoo.ENTRIES.items():
+        if e.kind != "recognizer" or (differentiable is not None and e.differentiable != differentiable):
+            continue
+        if available_only and not zoo.is_available(name):
+            continue
+        out.append(name)
+    return out
+
+
+class FREnsemble:
+    """Several recognizers scoring the same faces: per-model, per-face cosine similarities.
+
+    ``members`` are zoo names (loaded on first use and cached in this object) or already built
+    recognizers (anything with ``name``, ``differentiable`` and ``embed(photo, faces, batch_index)``).
+    The training ensemble of Obscrowd's identity loss is :func:`training_ensemble` (every
+    differentiable zoo recognizer except the held-out FaceNet); evaluation uses :func:`holdout` and
+    the non-differentiable ``dlib-native``.
+    """
+
+    def __init__(self, members: Iterable[str | Any], device: Any = "cpu"):
+        self.device = torch.device(device)
+        self._names: list[str] = []  # members, in order
+        self._cache: dict[str, Any] = {}  # loaded recognizers (shared with sub-ensembles from select())
+        for m in members:
+            name = m if isinstance(m, str) else m.name
+            if name in self._names:
+                raise ValueError(f"recognizer {name!r} given twice")
+            self._names.append(name)
+            if not isinstance(m, str):
+                self._cache[name] = m
+        if not self._names:
+            raise ValueError("an FR ensemble needs at least one recognizer")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, name: str) -> Any:
+        """The recognizer ``name`` (loading it on first access)."""
+        if name not in self._names:
+            raise KeyError(f"{name!r} is not in this ensemble ({', '.join(self._names)})")
+        if name not in self._cache:
+            self._cache[name] = load_recognizer(name, device=self.device)
+        return self._cache[name]
+
+    def select(self, names: Iterable[str]) -> "FREnsemble":
+        """A sub-ensemble of these members sharing this one's cache of loaded networks."""
+        names = list(names)
+        missing = [n for n in names if n not in self._names]
+        if missing:
+            raise KeyError(f"{missing} not in this ensemble ({', '.join(self._names)})")
+        sub = FREnsemble(names, device=self.device)
+        sub._cache = self._cache
+        return sub
+
+    def differentiable_names(self) -> list[str]:
+        """Members whose gradients reach the photo (from the loaded recognizer, else the zoo entry)."""
+        from . import zoo
+
+        return [n for n in self._names
+                if (self._cache[n].differentiable if n in self._cache else zoo.get_entry(n).differentiable)]
+
+    def embed_all(self, photo: torch.Tensor, faces: Any, batch_index: Any = None) -> dict[str, torch.Tensor]:
+        """{name: (N, D_name) unit embeddings} of the N faces in ``photo`` (B, 3, H, W) in [0, 1]."""
+        return {n: self[n].embed(photo, faces, batch_index) for n in self._names}
+
+    def similarities_to(self, reference: Mapping[str, torch.Tensor], photo: torch.Tensor, faces: Any,
+                        batch_index: Any = None) -> dict[str, torch.Tensor]:
+        """{name: (N,) cosine} between precomputed ``reference`` embeddings and the faces of ``photo``.
+
+        Use this inside an optimisation loop: embed the clean photo once with :meth:`embed_all`.
+        """
+        emb = self.embed_all(photo, faces, batch_index)
+        out = {}
+        for n, e in emb.items():
+            ref = reference[n].to(e.device)
+            if ref.shape != e.shape:
+                raise ValueError(f"{n}: reference embeddings {tuple(ref.shape)} vs photo faces {tuple(e.shape)}")
+            out[n] = (ref * e).sum(-1)
+        return out
+
+    def similarities(self, photo_a: torch.Tensor, photo_b: torch.Tensor, faces: Any,
+                     batch_index: Any = None) -> dict[str, torch.Tensor]:
+        """{name: (N,) cosine} between each face in ``photo_a`` and the same face in ``photo_b``.
+
+        The same face list (same landmarks) is used in both photos, as when ``photo_b`` is a
+        protected or edited copy of ``photo_a``. Differentiable w.r.t. both photos for the
+        differentiable members (detach ``photo_a`` if it is the fixed reference).
+        """
+        return self.similarities_to(self.embed_all(photo_a, faces, batch_index), photo_b, faces, batch_index)
+
+    def __repr__(self) -> str:
+        return f"FREnsemble({self.names})"
+
+
+def training_ensemble(exclude: Iterable[str] = HELD_OUT, device: Any = "cpu") -> FREnsemble:
+    """Every differentiable zoo recognizer with weights on disk, minus ``exclude`` (default: FaceNet, held out).
+
+    Note ``dlib-faceapi`` (in this ensemble) is the same network as ``dlib-native``: a protection
+    trained on it is not "unseen" by dlib-native.
+    """
+    exclude = set(exclude)
+    names = [n for n in recognizer_names(differentiable=True) if n not in exclude]
+    if not names:
+        raise RuntimeError("no differentiable recognizer available: fetch the zoo artifacts first (obscrowd models fetch)")
+    return FREnsemble(names, device=device)
+
+
+def holdout(names: Iterable[str] = HELD_OUT, device: Any = "cpu") -> FREnsemble:
+    """The held-out evaluators (default FaceNet: a different architecture and training set)."""
+    return FREnsemble(list(names), device=device)
