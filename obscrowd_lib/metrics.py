@@ -33,7 +33,8 @@ MASK_THRESHOLD = 0.5  # a pixel is "inside the face" for L-inf and the crop box 
 
 def _check_images(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.ndim != 4 or x.shape[1] != 3 or x.shape != y.shape:
-        raise ValueError(f"expected two (B, 3, H, W) images of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(f"expected two (B, 3, H, W) images of the same shape, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
 
 
 def as_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -259,7 +260,9 @@ class MetricSuite:
 def imperceptibility(clean: torch.Tensor, protected: torch.Tensor, mask: torch.Tensor | None = None,
                      metrics: tuple[str, ...] = METRICS, device: Any = "cpu",
                      suite: MetricSuite | None = None) -> dict[str, float]:
-    """Imperceptibility report of a protection (protected vs clean, no attack); see :meth:`MetricSuite.imperceptibility`.
+    """Imperceptibility report of a protection (protected vs clean, no attack).
+
+    Same arguments and result as :meth:`MetricSuite.imperceptibility`.
 
     Pass a :class:`MetricSuite` to reuse its loaded LPIPS / DISTS models across photos.
     """

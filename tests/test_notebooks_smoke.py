@@ -1,0 +1,24 @@
+"""Every notebook runs headlessly with the smoke profile and writes its expected artifacts."""
+
+import json
+
+from obscrowd_lib import runner
+
+# Files each notebook must leave in its run_dir (besides metrics.json).
+EXPECTED = {
+    "00_setup_and_data": ["samples.jpg", "composite.jpg"],
+}
+
+
+def test_smoke_profile_runs_every_notebook(tmp_path):
+    run = runner.run_notebooks(profile="smoke", out_root=tmp_path, progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    names = [n["notebook"] for n in summary["notebooks"]]
+    assert names == list(runner.load_profile("smoke")["notebooks"])
+    for entry in summary["notebooks"]:
+        stem = entry["notebook"].removesuffix(".ipynb")
+        assert entry["status"] == "ok", entry
+        assert (run / entry["notebook"]).is_file()
+        assert (run / stem / "metrics.json").is_file(), f"{stem}: no metrics.json"
+        for f in EXPECTED.get(stem, []):
+            assert (run / stem / f).is_file(), f"{stem}: expected artifact {f} missing"
