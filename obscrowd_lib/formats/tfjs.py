@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # Element dtypes a tfjs manifest may store (after quantisation, the stored dtype is the quantised one).
-_STORED_DTYPES = {"float32": "<f4", "int32": "<i4", "float16": "<f2", "uint8": "u1", "uint16": "<u2", "bool": "u1"}
+_STORED_DTYPES = {"float32": "<f4", "int32": "<i4", "float16": "<f2", "uint8": "u1", "uint16": "<u2"}
 
 # dlib's 150x150 chip (get_face_chip, padding 0.25): mean MTCNN-order landmark positions of 28 real faces.
 DLIB_CHIP_TEMPLATE = ((47.92, 45.53), (101.84, 44.32), (73.28, 79.08), (52.74, 103.18), (100.95, 101.46))
@@ -250,6 +251,8 @@ _UNARY = {"Relu": F.relu, "Relu6": lambda x: x.clamp(0.0, 6.0), "Sigmoid": torch
 _BINARY = {"Add": torch.add, "AddV2": torch.add, "Sub": torch.sub, "Mul": torch.mul,
            "Maximum": torch.maximum, "Minimum": torch.minimum}
 _CONV = ("Conv2D", "DepthwiseConv2dNative")
+_TORCH_LAYOUT = "#oihw"  # suffix of the buffer key holding a conv filter in torch's layout
+_CLAMPS = ("Maximum", "Minimum")  # with a scalar constant operand: run as clamp (cheaper backward than where/mask)
 _STATIC_INPUTS = {"Mean": 1, "Reshape": 1, "Pad": 1}  # op -> index of its integer (shape/axes/paddings) input
 SUPPORTED_OPS = frozenset(_UNARY) | frozenset(_BINARY) | frozenset(_CONV) | {"Mean", "Reshape", "Pad", "MatMul",
                                                                              "_FusedMatMul", "Const", "Placeholder"}
@@ -294,13 +297,14 @@ class TfjsGraph(nn.Module):
         self.input_name = placeholders[0]
         self.output_name = output
         self._buffer_of: dict[str, str] = {}  # const node name -> buffer attribute name
-        static: dict[str, list] = {}  # integer consts (axes, shapes, paddings) as python lists
+        static: dict[str, Any] = {}  # consts read at build time: axes, shapes, paddings, clamp bounds
         steps = []
         for name in order:
             node = nodes[name]
             op = node["op"]
             if op not in SUPPORTED_OPS:
-                raise ValueError(f"{where}: node {name} has op {op!r}, not supported (supported: {sorted(SUPPORTED_OPS)})")
+                raise ValueError(f"{where}: node {name} has op {op!r}, not supported "
+                                 f"({', '.join(sorted(SUPPORTED_OPS))})")
             if op == "Const":
                 if name not in weights:
                     raise ValueError(f"{where}: Const {name} has no tensor in the weights manifest")
@@ -310,11 +314,13 @@ class TfjsGraph(nn.Module):
             inputs = _input_names(node, where)
             for i, ref in enumerate(inputs):
                 if nodes[ref]["op"] != "Const":
+                    if op in _CONV and i == 1:
+                        raise ValueError(f"{where}: node {name}: the filter {ref} must be a constant")
                     continue
-                if i == _STATIC_INPUTS.get(op):
+                if i == _STATIC_INPUTS.get(op) or (op in _CLAMPS and weights[ref].size == 1):
                     static[ref] = weights[ref].tolist()
                 elif op in _CONV and i == 1:
-                    self._add_const(ref, self._conv_weight(op, weights[ref]))
+                    self._add_const(ref + _TORCH_LAYOUT, self._conv_weight(op, weights[ref]))
                 else:
                     self._add_const(ref, torch.from_numpy(weights[ref]))
             steps.append(_Step(name, op, tuple(inputs), self._parse_attrs(node, op, static, inputs, where)))
@@ -379,6 +385,11 @@ class TfjsGraph(nn.Module):
             if op == "Mean":
                 return (tuple(value) if isinstance(value, list) else (value,)), _attr_bool(node, "keep_dims")
             return (tuple(value),) if op == "Reshape" else (tuple(tuple(p) for p in value),)
+        if op in _CLAMPS:
+            scalar = [i for i, ref in enumerate(inputs) if ref in static]
+            if scalar:  # (bound, index of the tensor operand)
+                return float(np.reshape(static[inputs[scalar[0]]], -1)[0]), 1 - scalar[0]
+            return ()
         if op in ("MatMul", "_FusedMatMul"):
             fused = tuple(base64.b64decode(s).decode() for s in node.get("attr", {}).get("fused_ops", {})
                           .get("list", {}).get("s", []))
@@ -393,6 +404,10 @@ class TfjsGraph(nn.Module):
 
     def _run(self, step: _Step, env: dict[str, torch.Tensor]) -> torch.Tensor:
         op = step.op
+        if op in _CLAMPS and step.attrs:
+            bound, k = step.attrs
+            t = self._value(step.inputs[k], env)
+            return t.clamp(min=bound) if op == "Maximum" else t.clamp(max=bound)
         x = self._value(step.inputs[0], env)
         if op in _UNARY:
             return _UNARY[op](x)
@@ -400,7 +415,7 @@ class TfjsGraph(nn.Module):
             return _BINARY[op](x, self._value(step.inputs[1], env))
         if op in _CONV:
             (sh, sw), (dh, dw), padding = step.attrs
-            w = self._value(step.inputs[1], env)
+            w = getattr(self, self._buffer_of[step.inputs[1] + _TORCH_LAYOUT])
             nchw = x.permute(0, 3, 1, 2)  # a view: conv runs in channels-last memory
             pad_h = pad_w = (0, 0)
             if padding == "SAME":
