@@ -27,9 +27,10 @@ Real-ESRGAN it equals the programs with a tile size at least the image size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,23 +86,23 @@ def parse_param(path: str | Path) -> NcnnGraph:
     """Read an ncnn text ``.param`` file into an :class:`NcnnGraph` (checks magic, counts and blob order)."""
     path = Path(path)
     try:
-        lines = [ln.strip() for ln in path.read_text().splitlines()]
+        numbered = [(i, ln.strip()) for i, ln in enumerate(path.read_text().splitlines(), start=1) if ln.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise NcnnFormatError(f"{path}: cannot read as a text .param file ({e})") from e
-    lines = [ln for ln in lines if ln]
+    lines = [ln for _, ln in numbered]
     if not lines or lines[0] != str(MAGIC):
         raise NcnnFormatError(f"{path}: first line is not the ncnn magic {MAGIC} (binary .param files are not supported)")
     try:
         layer_count, blob_count = (int(t) for t in lines[1].split())
     except (IndexError, ValueError):
         raise NcnnFormatError(f"{path}: line 2 must be 'layer_count blob_count'") from None
-    body = lines[2:]
+    body = numbered[2:]
     if len(body) != layer_count:
         raise NcnnFormatError(f"{path}: header says {layer_count} layers, file has {len(body)} layer lines")
 
     layers: list[NcnnLayer] = []
     produced: set[str] = set()
-    for lineno, line in enumerate(body, start=3):
+    for lineno, line in body:
         where = f"{path}:{lineno}"
         tok = line.split()
         if len(tok) < 4:
@@ -139,7 +140,7 @@ def parse_param(path: str | Path) -> NcnnGraph:
             else:
                 params[key] = _parse_value(val_s, where)
         layers.append(NcnnLayer(ltype, name, inputs, outputs, params))
-    if len(produced) != blob_count:
+    if len(produced) > blob_count:
         raise NcnnFormatError(f"{path}: header says {blob_count} blobs, layers write {len(produced)}")
     return NcnnGraph(str(path), tuple(layers), blob_count)
 
@@ -226,6 +227,9 @@ class _Op(nn.Module):
 
 
 class _Split(_Op):
+    def __init__(self, layer, where, rd):
+        super().__init__(layer, where)
+
     def forward(self, x):
         return (x,) * self.n_out
 
@@ -256,10 +260,12 @@ class _ConvBase(_Op):
             raise NcnnFormatError(f"{self.where}: dynamic weights are not supported")
         size = int(g(6, 0))
         w = rd.tagged(size, f"{layer.name} weights")
-        if size % (self.num_output * kh * kw):
+        if self.num_output <= 0 or kh <= 0 or kw <= 0 or size % (self.num_output * kh * kw):
             raise NcnnFormatError(f"{self.where}: weight_data_size {size} is not num_output*kernel multiple")
         self.num_input = size // (self.num_output * kh * kw)
-        self.weight = _frozen(self._to_torch_layout(w.reshape(self.num_output, self.num_input, kh, kw)))
+        w = torch.from_numpy(self._to_torch_layout(w.reshape(self.num_output, self.num_input, kh, kw)))
+        # channels-last: oneDNN's CPU convolutions run ~2x faster on this layout than on NCHW
+        self.weight = nn.Parameter(w.contiguous(memory_format=torch.channels_last), requires_grad=False)
         self.bias = _frozen(rd.raw(self.num_output, f"{layer.name} bias")) if int(g(5, 0)) else None
 
     def _to_torch_layout(self, w: np.ndarray) -> np.ndarray:
@@ -300,11 +306,13 @@ class _Deconvolution(_ConvBase):
         return w.transpose(1, 0, 2, 3)  # ncnn (out, in, kh, kw) scatter kernel -> torch (in, out, kh, kw)
 
     def forward(self, x):
-        y = F.conv_transpose2d(x, self.weight, None, self.stride, 0, 0, 1, self.dilation)
-        if self.output_pad != (0, 0):
+        if self.output_pad == (0, 0):
+            y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, 0, 0, 1, self.dilation)
+        else:  # ncnn: the extra right/bottom band holds only the bias
+            y = F.conv_transpose2d(x, self.weight, None, self.stride, 0, 0, 1, self.dilation)
             y = F.pad(y, (0, self.output_pad[0], 0, self.output_pad[1]))
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
+            if self.bias is not None:
+                y = y + self.bias.view(1, -1, 1, 1)
         y = _activation(y, *self.act, self.where)
         pl, pr, pt, pb = self.pads
         return (y[:, :, pt:y.shape[2] - pb, pl:y.shape[3] - pr],)
@@ -409,16 +417,17 @@ class _Concat(_Op):
         return (torch.cat(xs, dim=self.dim),)
 
 
-class _Interp(_Op):
-    _MODES = {1: "nearest", 2: "bilinear", 3: "bicubic"}
+_INTERP_MODES = {1: "nearest", 2: "bilinear", 3: "bicubic"}  # ncnn resize_type -> torch mode
 
+
+class _Interp(_Op):
     def __init__(self, layer, where, rd):
         super().__init__(layer, where)
         g = layer.get
         kind = int(g(0, 0))
-        if kind not in self._MODES:
+        if kind not in _INTERP_MODES:
             raise NcnnFormatError(f"{self.where}: resize_type {kind} not supported")
-        self.mode = self._MODES[kind]
+        self.mode = _INTERP_MODES[kind]
         self.scale = (float(g(1, 1.0)), float(g(2, 1.0)))
         self.size = (int(g(3, 0)), int(g(4, 0)))
         self.dynamic = bool(int(g(5, 0)))
@@ -474,8 +483,7 @@ class _Crop(_Op):
 
 
 _BUILDERS: dict[str, Callable[[NcnnLayer, str, _BinReader], _Op]] = {
-    "Split": lambda layer, where, rd: _Split(layer, where),
-    "Convolution": _Convolution, "Deconvolution": _Deconvolution, "ReLU": _ReLU, "PReLU": _PReLU,
+    "Split": _Split, "Convolution": _Convolution, "Deconvolution": _Deconvolution, "ReLU": _ReLU, "PReLU": _PReLU,
     "Sigmoid": _Sigmoid, "Clip": _Clip, "Eltwise": _Eltwise, "BinaryOp": _BinaryOp, "Concat": _Concat,
     "Interp": _Interp, "PixelShuffle": _PixelShuffle, "Crop": _Crop,
 }
@@ -524,7 +532,7 @@ class NcnnNet(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blobs = {self.input_blob: x}
+        blobs = {self.input_blob: x.contiguous(memory_format=torch.channels_last)}
         for i, (op, (ins, outs)) in enumerate(zip(self.ops, self.wiring)):
             try:
                 args = [blobs[b] for b in ins]
@@ -533,7 +541,7 @@ class NcnnNet(nn.Module):
             for b, y in zip(outs, op(*args)):
                 blobs[b] = y
             if self.output_blob in outs:
-                return blobs[self.output_blob]
+                return blobs[self.output_blob].contiguous()
             for b in ins:
                 if self._last_use.get(b) == i:
                     del blobs[b]
