@@ -83,6 +83,19 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attacks(args: argparse.Namespace) -> int:
+    from . import attacks
+
+    rows = attacks.list_attacks()
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['name']:32s} {r['kind']:12s} diff={'yes' if r['differentiable'] else 'no ':3s} "
+                  f"available={'yes' if r['available'] else 'no ':3s} {json.dumps(r['params'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="obscrowd", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--device", default="cpu")
     dt.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     dt.set_defaults(func=cmd_detect)
+    a = sub.add_parser("attacks", help="list the editing and processing attacks")
+    a.add_argument("action", choices=["list"])
+    a.add_argument("--json", action="store_true", help="machine-readable listing")
+    a.set_defaults(func=cmd_attacks)
     return p
 
 

@@ -79,3 +79,13 @@ def test_config_roundtrip_and_unknown_field(tmp_path):
     p.write_text(json.dumps({"eps_255": 1.0, "typo": 2}))
     with pytest.raises(ValueError, match="typo"):
         config.load_config(_Cfg, p)
+
+
+def test_attacks_list_json(capsys):
+    assert cli.main(["attacks", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by = {r["name"]: r for r in rows}
+    assert {"jpeg", "jpeg-diff", "regen-waifu2x-photo-diff", "pix2pix", "vae"} <= set(by)
+    assert by["jpeg-diff"]["differentiable"] and not by["jpeg"]["differentiable"]
+    assert by["regen-waifu2x-photo"]["available"] is True
+    assert by["pix2pix"]["available"] in (True, False)
