@@ -18,10 +18,13 @@ Conventions
 Public API
 ----------
 :func:`similarity_transform`, :func:`align_faces` -- alignment (crop every face from the whole photo).
-:class:`Recognizer`, :func:`load_recognizer`, :func:`load_dlib_native` -- one FR model, ``embed(photo, faces)``.
-:class:`FREnsemble`, :func:`training_ensemble`, :func:`holdout` -- several models, per-face cosines.
-:class:`Calibration`, :func:`calibrate`, :func:`calibrate_on_images`, :func:`calibrate_on_folder`,
-:func:`load_thresholds`, :func:`threshold_for` -- thresholds at fixed false-accept rates.
+:class:`Recognizer`, :func:`load_recognizer`, :class:`DlibNativeRecognizer`, :func:`load_dlib_native`
+-- one FR model behind ``embed(photo, faces) -> (N, D)``.
+:class:`FREnsemble`, :func:`recognizer_names`, :func:`training_ensemble`, :func:`holdout` -- several
+models, per-model per-face cosines.
+:class:`Calibration`, :func:`calibrate`, :func:`calibrate_embeddings`, :func:`calibrate_on_images`,
+:func:`calibrate_on_folder`, :func:`save_thresholds`, :func:`load_thresholds`, :func:`threshold_for`
+-- thresholds at fixed false-accept rates, and the shipped ones.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,7 +135,8 @@ def align_faces(photo: torch.Tensor, landmarks: Any, template: torch.Tensor, cro
 
     For each face the least-squares similarity transform landmarks → template
     (:func:`similarity_transform`) defines where each crop pixel comes from in the photo; the crop is
-    sampled with ``affine_grid`` + bilinear ``grid_sample`` (``align_corners=False``), so the
+    sampled with an affine grid (what ``F.affine_grid`` builds, written out here so the
+    pixel <-> normalised conversion is explicit) + bilinear ``grid_sample`` (``align_corners=False``), so the
     gradient of anything computed on the crops flows back to the photo's pixels around each face
     (and nowhere else). This is the alignment step in front of every FR model of the ensemble.
 
@@ -155,7 +160,7 @@ def align_faces(photo: torch.Tensor, landmarks: Any, template: torch.Tensor, cro
     """
     photo = _as_photo(photo)
     lm = _as_landmarks(landmarks, photo.device)
-    n, (bsz, _, h, w) = lm.shape[0], photo.shape
+    n, bsz = lm.shape[0], photo.shape[0]
     if padding_mode not in ("zeros", "border"):
         raise ValueError(f"padding_mode must be 'zeros' or 'border', got {padding_mode!r}")
     if batch_index is None:
@@ -180,7 +185,7 @@ def align_faces(photo: torch.Tensor, landmarks: Any, template: torch.Tensor, cro
     c = torch.arange(s, dtype=torch.float32, device=photo.device)
     gy, gx = torch.meshgrid(c, c, indexing="ij")
     grid_px = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(-1, 3)  # (S*S, 3)
-    chunks: list[torch.Tensor] = []
+    chunks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (face indices, their crops)
     for b in bidx.unique().tolist():
         sel_b = (bidx == b).nonzero().flatten()
         pyr = _pyramid(photo[b:b + 1], int(levels[sel_b].max()))
@@ -329,7 +334,7 @@ class DlibNativeRecognizer:
             sel = np.nonzero(bidx == b)[0]
             shapes = dlib.full_object_detections()
             for i in sel:
-                x0, y0, x1, y1 = (int(round(v)) for v in boxes[i])
+                x0, y0, x1, y1 = (round(float(v)) for v in boxes[i])
                 shapes.append(self._predictor(img, dlib.rectangle(x0, y0, x1, y1)))
             desc = self._facerec.compute_face_descriptor(img, shapes, 0, self.padding)
             out[sel] = np.array([np.asarray(d) for d in desc], dtype=np.float32)
@@ -429,7 +434,7 @@ class FREnsemble:
             self._cache[name] = load_recognizer(name, device=self.device)
         return self._cache[name]
 
-    def select(self, names: Iterable[str]) -> "FREnsemble":
+    def select(self, names: Iterable[str]) -> FREnsemble:
         """A sub-ensemble of these members sharing this one's cache of loaded networks."""
         names = list(names)
         missing = [n for n in names if n not in self._names]
@@ -495,3 +500,337 @@ def training_ensemble(exclude: Iterable[str] = HELD_OUT, device: Any = "cpu") ->
 def holdout(names: Iterable[str] = HELD_OUT, device: Any = "cpu") -> FREnsemble:
     """The held-out evaluators (default FaceNet: a different architecture and training set)."""
     return FREnsemble(list(names), device=device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Thresholds at fixed false-accept rates
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Decision thresholds of one recognizer, from genuine (same person) and impostor cosine scores.
+
+    Decision rule everywhere: "same person" when cos >= threshold.
+    """
+
+    thresholds: dict[float, float]  # far -> threshold t with (impostor scores >= t) / n_impostor <= far
+    extrapolated: dict[float, bool]  # far -> True when n_impostor * far < 1: t from a Gaussian tail fit (see calibrate)
+    n_beyond: dict[float, int]  # far -> impostor pairs at or above t on the calibration set (few = noisy estimate)
+    tar: dict[float, float]  # far -> true-accept rate: fraction of genuine scores >= t
+    eer: float  # equal error rate (FAR = FRR), linearly interpolated between scanned thresholds
+    eer_threshold: float  # cosine at which FAR = FRR
+    genuine_mean: float  # mean genuine cosine
+    genuine_std: float  # standard deviation of genuine cosines
+    impostor_mean: float  # mean impostor cosine
+    impostor_std: float  # standard deviation of impostor cosines
+    impostor_max: float  # largest impostor cosine
+    n_genuine: int  # number of genuine pairs
+    n_impostor: int  # number of impostor pairs
+    notes: str  # how the figures were obtained and how far to trust them
+    ci95: dict[str, list[float]] = field(default_factory=dict)  # identity-bootstrap 95 % intervals (optional)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("thresholds", "extrapolated", "n_beyond", "tar"):
+            d[k] = {_far_key(f): v for f, v in d[k].items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Calibration:
+        d = dict(d)
+        for k in ("thresholds", "extrapolated", "n_beyond", "tar"):
+            d[k] = {float(f): v for f, v in d[k].items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _far_key(far: float) -> str:
+    return f"{far:g}"
+
+
+def _threshold_at(imp_sorted: np.ndarray, far: float) -> tuple[float, bool, int]:
+    """Smallest-FAR-respecting threshold from sorted impostor scores: (t, extrapolated, n_beyond)."""
+    n = len(imp_sorted)
+    k = math.floor(far * n + 1e-9)  # false accepts allowed on this set
+    uniq = np.unique(imp_sorted)
+    count_ge = n - np.searchsorted(imp_sorted, uniq, side="left")  # impostors >= each distinct value
+    ok = np.nonzero(count_ge <= k)[0]
+    if k >= 1 and len(ok):
+        j = int(ok[0])
+        t = float(uniq[j]) if j == 0 else float((uniq[j - 1] + uniq[j]) / 2)  # between the two distinct values
+        return t, False, int(count_ge[j])
+    # fewer than 1/far impostor pairs: no empirical estimate. Gaussian tail of the impostor scores,
+    # never below the largest impostor score (the data already show FAR > far there).
+    from statistics import NormalDist
+
+    mu, sd = float(imp_sorted.mean()), float(imp_sorted.std(ddof=1)) if n > 1 else 0.0
+    gauss = mu + sd * NormalDist().inv_cdf(1.0 - far)
+    t = max(gauss, float(np.nextafter(imp_sorted[-1], np.inf)))
+    return min(t, 1.0), True, 0
+
+
+def _eer(gen_sorted: np.ndarray, imp_sorted: np.ndarray) -> tuple[float, float]:
+    """Equal error rate by scanning every observed score as a threshold: (eer, threshold)."""
+    cand = np.unique(np.concatenate([gen_sorted, imp_sorted]))
+    far = (len(imp_sorted) - np.searchsorted(imp_sorted, cand, side="left")) / len(imp_sorted)
+    frr = np.searchsorted(gen_sorted, cand, side="left") / len(gen_sorted)
+    d = far - frr  # decreasing from > 0 to < 0
+    i = int(np.argmax(d <= 0)) if (d <= 0).any() else len(cand) - 1
+    if d[i] == 0 or i == 0:
+        return float(max(far[i], frr[i])), float(cand[i])
+    lam = d[i - 1] / (d[i - 1] - d[i])
+    eer = far[i - 1] + lam * (far[i] - far[i - 1])
+    return float(eer), float(cand[i - 1] + lam * (cand[i] - cand[i - 1]))
+
+
+def calibrate(genuine_scores: Any, impostor_scores: Any, fars: Sequence[float] = DEFAULT_FARS, *,
+              notes: str = "") -> Calibration:
+    """Thresholds at fixed false-accept rates, and the EER, from genuine and impostor cosines.
+
+    Threshold at FAR f: the smallest t such that the fraction of impostor scores >= t is <= f, placed
+    halfway between the two neighbouring distinct impostor scores (so ">=" and ">" agree).
+    When n_impostor * f < 1 no impostor may be accepted and the data cannot locate t: it is then
+    **extrapolated** as max(mean + std * z_{1-f} of a Gaussian fitted to the impostor cosines, the
+    largest impostor score), capped at 1, and flagged ``extrapolated``. A Gaussian underestimates a
+    heavy upper tail; treat such thresholds as optimistic guesses. Also when ``n_beyond`` is small
+    (e.g. 1) the empirical threshold is just one order statistic: very noisy.
+
+    Args:
+        genuine_scores: (G,) cosines of same-person pairs.
+        impostor_scores: (I,) cosines of different-person pairs.
+        fars: false-accept rates in (0, 1).
+        notes: text stored with the result (provenance, caveats).
+    """
+    gen = np.sort(np.asarray(torch.as_tensor(genuine_scores).detach().cpu(), dtype=np.float64).ravel())
+    imp = np.sort(np.asarray(torch.as_tensor(impostor_scores).detach().cpu(), dtype=np.float64).ravel())
+    if len(gen) < 1 or len(imp) < 2:
+        raise ValueError(f"calibration needs >= 1 genuine and >= 2 impostor scores, got {len(gen)} and {len(imp)}")
+    if not (np.isfinite(gen).all() and np.isfinite(imp).all()):
+        raise ValueError("calibration scores contain NaN or inf")
+    thr, ext, beyond, tar = {}, {}, {}, {}
+    for f in fars:
+        if not 0 < f < 1:
+            raise ValueError(f"false-accept rate must be in (0, 1), got {f}")
+        t, e, nb = _threshold_at(imp, float(f))
+        thr[float(f)], ext[float(f)], beyond[float(f)] = t, e, nb
+        tar[float(f)] = float((len(gen) - np.searchsorted(gen, t, side="left")) / len(gen))
+    eer, eer_t = _eer(gen, imp)
+    auto = [f"FAR {_far_key(f)}: extrapolated (Gaussian impostor tail; only {len(imp)} impostor pairs < 1/FAR)"
+            for f in fars if ext[float(f)]]
+    auto += [f"FAR {_far_key(f)}: set by only {beyond[float(f)]} impostor pair(s) above it (noisy)"
+             for f in fars if not ext[float(f)] and beyond[float(f)] < 10]
+    return Calibration(
+        thresholds=thr, extrapolated=ext, n_beyond=beyond, tar=tar, eer=eer, eer_threshold=eer_t,
+        genuine_mean=float(gen.mean()), genuine_std=float(gen.std(ddof=1)) if len(gen) > 1 else 0.0,
+        impostor_mean=float(imp.mean()), impostor_std=float(imp.std(ddof=1)), impostor_max=float(imp[-1]),
+        n_genuine=len(gen), n_impostor=len(imp), notes="; ".join([n for n in [notes, *auto] if n]))
+
+
+def _pairs(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of same-label (genuine) and different-label (impostor) items: two (P, 2) arrays."""
+    lab = np.asarray(labels)
+    i, j = np.triu_indices(len(lab), k=1)
+    same = lab[i] == lab[j]
+    return np.stack([i[same], j[same]], 1), np.stack([i[~same], j[~same]], 1)
+
+
+def calibrate_embeddings(embeddings: Any, labels: Sequence[str], fars: Sequence[float] = DEFAULT_FARS, *,
+                         bootstrap: int = 200, seed: int = 0, notes: str = "") -> Calibration:
+    """:func:`calibrate` on all pairs of M labelled embeddings (M, D), with identity-bootstrap intervals.
+
+    Every pair i < j is genuine when labels agree, impostor otherwise. ``ci95`` holds 2.5/97.5 %
+    percentiles over ``bootstrap`` resamples of the **identities** with replacement (pairs within a
+    drawn identity are genuine; pairs between two draws of different identities are impostors; two
+    draws of the same identity are not paired). With few identities this interval is itself rough.
+    """
+    emb = torch.as_tensor(embeddings).detach().cpu().double()
+    emb = F.normalize(emb, dim=-1)
+    sim = (emb @ emb.T).numpy()
+    gp, ip = _pairs(labels)
+    cal = calibrate(sim[gp[:, 0], gp[:, 1]], sim[ip[:, 0], ip[:, 1]], fars, notes=notes)
+    ids = sorted(set(labels))
+    if bootstrap <= 0 or len(ids) < 3:
+        return cal
+    lab = np.asarray(labels)
+    idx = {a: np.nonzero(lab == a)[0] for a in ids}
+    within = {a: sim[np.ix_(idx[a], idx[a])][np.triu_indices(len(idx[a]), k=1)] for a in ids}
+    across = {(a, b): sim[np.ix_(idx[a], idx[b])].ravel() for a in ids for b in ids if a < b}
+    rng = np.random.default_rng(seed)
+    stats: dict[str, list[float]] = {"eer": []} | {_far_key(f): [] for f in fars}
+    for _ in range(bootstrap):
+        draw = rng.choice(len(ids), size=len(ids), replace=True)
+        g = np.concatenate([within[ids[d]] for d in draw])
+        im = [across[tuple(sorted((ids[a], ids[b])))] for a, b in itertools.combinations(draw, 2) if a != b]
+        if len(g) < 1 or not im:
+            continue
+        c = calibrate(g, np.concatenate(im), fars)
+        stats["eer"].append(c.eer)
+        for f in fars:
+            stats[_far_key(f)].append(c.thresholds[float(f)])
+    ci = {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in stats.items() if v}
+    return Calibration(**{**asdict(cal), "ci95": ci})
+
+
+def _pick_face(faces: list, shape: tuple[int, int]) -> Any:
+    """The face nearest the image centre (LFW's convention: the subject is centred)."""
+    h, w = shape
+    return min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - w / 2) ** 2 + ((f.box[1] + f.box[3]) / 2 - h / 2) ** 2)
+
+
+def calibrate_on_images(images: Mapping[str, Sequence[str | Path]], recognizers: Iterable[str | Any] | None = None, *,
+                        detector: str = "mtcnn", detect: Any = None, pad: float = 0.5, pad_below: int = 400,
+                        fars: Sequence[float] = DEFAULT_FARS, bootstrap: int = 200, device: Any = "cpu",
+                        root: str | Path | None = None, batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
+    """Calibrate recognizers on labelled photos ``{identity: [image paths]}``, one face per image.
+
+    Each image's face is detected (``detect(rgb uint8 (H, W, 3)) -> list[Face]`` if given, else
+    :func:`obscrowd_lib.faces.detect_faces` with ``detector``) on a mid-grey canvas grown by ``pad`` ×
+    its size on every side when its longer side is below ``pad_below`` px (tight face chips such as
+    dlib's 150×150 ones: without room around the face MTCNN misplaces the landmarks, by up to 17 px
+    on a 150 px chip), otherwise on the image itself, retried on the canvas if nothing is found.
+    The face nearest the centre is kept.
+    Every recognizer embeds every kept face (on the canvas where it was found); all pairs of images
+    are genuine (same identity) or impostor pairs; :func:`calibrate_embeddings` gives thresholds,
+    EER and identity-bootstrap intervals per recognizer.
+
+    Returns:
+        ``{"models": {name: Calibration}, "provenance": {...}, "errors": {name: message}}``; the
+        provenance lists every image (identity, path, sha256, whether padded, face box) and the pair
+        counts. Save it with :func:`save_thresholds`.
+    """
+    from .io import load_image
+
+    detector_name = detector if detect is None else getattr(detect, "__name__", "custom")
+    if detect is None:
+        from .faces import FaceDetector, detect_faces
+
+        loaded = FaceDetector(detector, device=device)
+
+        def detect(rgb: np.ndarray) -> list:
+            return detect_faces(rgb, detector=loaded)
+    recognizers = list(recognizers) if recognizers is not None else recognizer_names()
+    ens = FREnsemble(recognizers, device=device)
+    root = Path(root) if root is not None else None
+    kept: list[tuple[str, np.ndarray, Any]] = []  # (identity, canvas, face)
+    records, failed = [], []
+    for ident, paths in images.items():
+        for p in paths:
+            p = Path(p)
+            rgb = load_image(p)
+            h, w = rgb.shape[:2]
+            canvas = np.pad(rgb, ((round(pad * h),) * 2, (round(pad * w),) * 2, (0, 0)), constant_values=128)
+            padded = pad > 0 and max(h, w) < pad_below
+            faces = list(detect(canvas if padded else rgb))
+            if not faces and pad > 0 and not padded:
+                faces, padded = list(detect(canvas)), True
+            if not padded:
+                canvas = rgb
+            rel = str(p.relative_to(root)) if root is not None and p.is_relative_to(root) else f"{p.parent.name}/{p.name}"
+            rec = {"identity": ident, "file": rel, "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                   "size": [int(rgb.shape[1]), int(rgb.shape[0])], "padded": padded, "n_faces": len(faces)}
+            if not faces:
+                failed.append(rec)
+                continue
+            face = _pick_face(faces, canvas.shape[:2])
+            rec["box_on_canvas"] = [round(float(v), 1) for v in face.box]
+            records.append(rec)
+            kept.append((ident, canvas, face))
+    labels = [k[0] for k in kept]
+    if len(set(labels)) < 2:
+        raise ValueError(f"calibration needs faces of >= 2 identities; found faces for {sorted(set(labels))} "
+                         f"({len(failed)} images without a detected face)")
+    # embed, batching canvases of equal size
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (_, canvas, _) in enumerate(kept):
+        groups.setdefault(canvas.shape, []).append(i)
+    models, errors = {}, {}
+    for name in ens.names:
+        try:
+            rec_model = ens[name]
+        except (ImportError, OSError, RuntimeError, ValueError, KeyError) as e:  # a port that does not load: report it
+            errors[name] = f"{type(e).__name__}: {e}"
+            continue
+        emb = torch.zeros(len(kept), rec_model.embedding_dim, dtype=torch.float64)
+        with torch.no_grad():
+            for idx in groups.values():
+                for c in range(0, len(idx), batch_size):
+                    chunk = idx[c:c + batch_size]
+                    photo = torch.from_numpy(np.stack([kept[i][1] for i in chunk])).permute(0, 3, 1, 2).float() / 255
+                    faces = [kept[i][2] for i in chunk]
+                    emb[chunk] = rec_model.embed(photo.to(ens.device), faces, torch.arange(len(chunk))).double().cpu()
+        if progress:
+            print(f"  embedded {len(kept)} faces with {name}", flush=True)
+        models[name] = calibrate_embeddings(emb, labels, fars, bootstrap=bootstrap)
+    gp, ip = _pairs(labels)
+    ids = sorted(set(labels))
+    prov = {"root": str(root) if root is not None else None, "detector": detector_name,
+            "identities": {a: labels.count(a) for a in ids}, "n_images": len(kept), "n_failed": len(failed),
+            "pairs": {"genuine": len(gp), "impostor": len(ip)}, "images": records, "failed": failed,
+            "pad": pad, "pad_below": pad_below, "face_choice": "nearest the image centre"}
+    return {"models": models, "provenance": prov, "errors": errors}
+
+
+def calibrate_on_folder(root: str | Path, recognizers: Iterable[str | Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """One call on a labelled folder laid out as ``root/<identity>/<image>`` (the LFW layout).
+
+    Reads every image :func:`obscrowd_lib.io.list_images` finds in each identity folder; keyword arguments go to :func:`calibrate_on_images`
+    (``detector``, ``pad``, ``fars``, ``bootstrap``, ``device``...). Example::
+
+        res = calibrate_on_folder("lfw/", ["arcface-faceplugin", "facenet"])
+        save_thresholds(res, "my_thresholds.json")
+    """
+    from .io import list_images
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder (expected root/<identity>/<image>)")
+    images = {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
+    images = {k: v for k, v in images.items() if v}
+    if len(images) < 2:
+        raise ValueError(f"{root}: needs >= 2 identity folders with images, found {len(images)}")
+    return calibrate_on_images(images, recognizers, root=root, **kwargs)
+
+
+def save_thresholds(result: Mapping[str, Any], path: str | Path, *, notes: Mapping[str, Any] | None = None) -> Path:
+    """Write a :func:`calibrate_on_images` result as the JSON :func:`load_thresholds` reads."""
+    doc = {"format": 1, "decision_rule": "same person when cosine >= threshold",
+           **(dict(notes) if notes else {}),
+           "models": {n: c.to_json() for n, c in result["models"].items()},
+           "missing": dict(result.get("errors", {})),
+           "provenance": result["provenance"]}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_thresholds(path: str | Path | None = None) -> dict[str, Any]:
+    """The calibration JSON (default: the shipped ``obscrowd_lib/data/thresholds.json``).
+
+    Returns the document with ``"models": {name: Calibration}`` (threshold keys are floats), plus
+    ``"provenance"``, ``"missing"`` and notes as stored.
+    """
+    path = Path(path) if path is not None else THRESHOLDS_PATH
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no thresholds file (run benchmarks/calibrate_thresholds.py or "
+                                "recognition.calibrate_on_folder + save_thresholds)")
+    try:
+        doc = json.loads(path.read_text())
+        doc["models"] = {n: Calibration.from_json(c) for n, c in doc["models"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a thresholds file ({type(e).__name__}: {e})") from e
+    return doc
+
+
+def threshold_for(name: str, far: float = 1e-3, path: str | Path | None = None) -> float:
+    """Calibrated cosine threshold of recognizer ``name`` at false-accept rate ``far``."""
+    models = load_thresholds(path)["models"]
+    if name not in models:
+        raise KeyError(f"no calibrated thresholds for {name!r}; have {sorted(models)}")
+    thr = models[name].thresholds
+    if float(far) not in thr:
+        raise KeyError(f"{name}: no threshold at FAR {far}; have {sorted(thr)}")
+    return thr[float(far)]
