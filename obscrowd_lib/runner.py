@@ -109,6 +109,8 @@ def run_notebooks(*, profile: str = "smoke", notebooks_dir: Path | None = None, 
     run_dir = (out_root or root / "papermill_runs") / f"{stamp}_{Path(profile).stem}"
     run_dir.mkdir(parents=True, exist_ok=False)
     scratch = run_dir / ".jupyter"
+    for sub in ("runtime", "ipython", "mpl"):
+        (scratch / sub).mkdir(parents=True)
     env_backup = {k: os.environ.get(k) for k in ("JUPYTER_RUNTIME_DIR", "IPYTHONDIR", "MPLCONFIGDIR", "MPLBACKEND",
                                                  "OBSCROWD_PROGRESS")}
     os.environ.update({"JUPYTER_RUNTIME_DIR": str(scratch / "runtime"), "IPYTHONDIR": str(scratch / "ipython"),
