@@ -96,6 +96,12 @@ def cmd_attacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_student(args: argparse.Namespace) -> int:
+    from .student import train_from_args
+
+    return train_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="obscrowd", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -123,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--device", default="cpu")
     dt.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     dt.set_defaults(func=cmd_detect)
+    ts = sub.add_parser("train-student", help="distil the student generator from teacher targets (accelerate)")
+    from .student import add_train_arguments
+
+    add_train_arguments(ts)
+    ts.set_defaults(func=cmd_train_student)
+
     a = sub.add_parser("attacks", help="list the editing and processing attacks")
     a.add_argument("action", choices=["list"])
     a.add_argument("--json", action="store_true", help="machine-readable listing")

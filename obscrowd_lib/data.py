@@ -129,10 +129,11 @@ class Composite:
 
 def make_composite(portraits: list[str | Path | np.ndarray], *, identities: list[str] | None = None,
                    tile: int = 256, columns: int | None = None, gap: int = 16, background: int = 235,
-                   seed: int = 0, jitter: float = 0.0) -> Composite:
+                   seed: int = 0, jitter: float = 0.0, crop: str = "top") -> Composite:
     """Place single portraits side by side on one canvas: a multi-portrait photo with known identities.
 
-    Each portrait is centre-cropped to a square, resized to ``tile`` x ``tile`` pixels and pasted on
+    Each portrait is cut to a square (``crop="top"``: the top square of a tall photo, where a
+    portrait's face is, and the centre square of a wide one; ``"centre"``: always the centre), resized to ``tile`` x ``tile`` pixels and pasted on
     a grid (``columns`` per row, default: all in one row) separated by ``gap`` pixels on a grey
     ``background``. ``jitter`` (fraction of the tile) shifts each tile by a random offset drawn
     from ``seed``, for augmented composites. Each tile holds exactly one face, so evaluation can
@@ -156,7 +157,9 @@ def make_composite(portraits: list[str | Path | np.ndarray], *, identities: list
         img = p if isinstance(p, np.ndarray) else load_image(p)
         h, w = img.shape[:2]
         side = min(h, w)
-        y0, x0 = (h - side) // 2, (w - side) // 2
+        if crop not in ("top", "centre"):
+            raise ValueError(f"make_composite: crop must be 'top' or 'centre', got {crop!r}")
+        y0, x0 = (0 if crop == "top" else (h - side) // 2), (w - side) // 2
         square = Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((tile, tile), Image.Resampling.LANCZOS)
         r, c = divmod(i, columns)
         dx, dy = (rng.integers(0, slack + 1, size=2) if slack else (0, 0))
