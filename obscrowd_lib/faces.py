@@ -10,18 +10,30 @@ Two detectors, from different families, so that evaluation can use one the prote
 * ``dlib-cnn`` / ``dlib-hog``: dlib's CNN (mmod) or HOG detector plus its 5-point shape
   predictor. dlib's 5 points are the two corners of each eye and the bottom of the nose; eye
   centres are the corner means, the nose is dlib's point, and the two mouth corners (which dlib's
-  5-point model does not give) are placed from the eye line with the mean MTCNN face geometry:
-  the mouth lies 0.92 inter-ocular distances below the eye midpoint, corners 0.85 inter-ocular
-  distances apart (measured on the sample photos; documented approximation).
+  5-point model does not give) are placed from the eye line with the median MTCNN face geometry:
+  the mouth line lies 1.07 inter-ocular distances (IOD) below the eye midpoint, but at least
+  0.2 IOD below dlib's nose point (keeps the mouth under the nose on turned faces), with the
+  corners 0.49 IOD either side of the face's centre line. The constants are medians over 54
+  faces found by both MTCNN and dlib (sample photos + dlib's example group photos); the mouth
+  corners then lie a median 0.13 IOD (90th percentile 0.28 IOD) from MTCNN's. Re-measure with
+  ``benchmarks/detection.py`` (``landmarks`` section). dlib's nose point (bottom of the nose)
+  sits about 0.14 IOD lower than MTCNN's nose tip.
 
 Large photos are **downscaled** for detection so that the long side is at most ``max_side``
 pixels (default 1600 for MTCNN, 1000 for dlib CNN, which costs ~6 s per 1200 px image), and
 boxes/landmarks are scaled back to the original pixel grid. Faces smaller than ``min_size`` pixels
 (in the original photo; default 12) are dropped. Results are sorted left to right.
+
+dlib's detectors find faces down to about 80 px; each upsampling of the image (dlib's
+``upsample_num_times``) halves that. The number of upsamplings is the smaller of (a) what
+``min_size`` (scaled like the photo) needs and (b) a cost cap from the detection image's long side
+(2 below 700 px, 1 below 1000 px, else 0). With the default ``min_size`` the cap decides; a larger
+``min_size`` (e.g. 80) skips upsampling and is much faster.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +43,10 @@ import numpy as np
 DETECTORS = ("mtcnn", "dlib-cnn", "dlib-hog")
 
 # Mouth corners from the eye line for dlib's 5-point model (see the module docstring).
-_MOUTH_DOWN = 0.92  # mouth line below the eye midpoint, in inter-ocular distances
-_MOUTH_HALF_WIDTH = 0.425  # half the mouth width, in inter-ocular distances
+_MOUTH_DOWN = 1.07  # mouth line below the eye midpoint, in inter-ocular distances
+_MOUTH_BELOW_NOSE = 0.2  # ...and at least this far below dlib's nose point, in inter-ocular distances
+_MOUTH_HALF_WIDTH = 0.49  # half the mouth width, in inter-ocular distances
+_DLIB_MIN_FACE_PX = 80.0  # smallest face dlib's CNN and HOG detectors find without upsampling (40 px faces need 1)
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,9 @@ def dlib5_to_mtcnn(points: np.ndarray) -> np.ndarray:
     iod = float(np.hypot(*d)) or 1.0
     ex = d / iod  # unit vector along the eye line (image left → right)
     ey = np.array([-ex[1], ex[0]])  # perpendicular, pointing down the face
-    mid = 0.5 * (left_eye + right_eye) + _MOUTH_DOWN * iod * ey
+    eye_mid = 0.5 * (left_eye + right_eye)
+    down = max(_MOUTH_DOWN, float((nose - eye_mid) @ ey) / iod + _MOUTH_BELOW_NOSE)
+    mid = eye_mid + down * iod * ey
     return np.stack([left_eye, right_eye, nose, mid - _MOUTH_HALF_WIDTH * iod * ex,
                      mid + _MOUTH_HALF_WIDTH * iod * ex])
 
@@ -148,7 +164,7 @@ class FaceDetector:
         s = min(1.0, self.max_side / max(h, w))
         small = img if s == 1.0 else np.asarray(
             Image.fromarray(img).resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR))
-        faces = self._detect_mtcnn(small) if self.name == "mtcnn" else self._detect_dlib(small)
+        faces = self._detect_mtcnn(small) if self.name == "mtcnn" else self._detect_dlib(small, self.min_size * s)
         out = []
         for box, lm, score in faces:
             box = tuple(float(v) / s for v in box)
@@ -169,12 +185,12 @@ class FaceDetector:
         lms = np.asarray(lms, dtype=np.float64).reshape(-1, 5, 2)
         return list(zip(boxes, lms, probs))
 
-    def _detect_dlib(self, img: np.ndarray):
-        import dlib
-
+    def _detect_dlib(self, img: np.ndarray, min_px: float):
         detector, predictor = self._model
         side = max(img.shape[:2])
-        upsample = 2 if side < 700 else 1 if side < 1000 else 0  # dlib finds faces >= ~80/2^upsample px
+        cap = 2 if side < 700 else 1 if side < 1000 else 0  # cost cap: upsampled side stays under ~2800 px
+        needed = max(0, math.ceil(math.log2(_DLIB_MIN_FACE_PX / max(min_px, 1.0))))
+        upsample = min(cap, needed)  # dlib finds faces >= ~80 / 2**upsample px
         if self.name == "dlib-cnn":
             dets = [(d.rect, float(d.confidence)) for d in detector(img, upsample)]
         else:
