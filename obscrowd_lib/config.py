@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,12 +30,9 @@ def config_hash(cfg: Any) -> str:
 
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write ``cfg`` as JSON to ``path`` atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(config_dict(cfg), f, indent=2)
-    os.replace(f.name, path)
-    return path
+    from .io import write_json
+
+    return write_json(path, config_dict(cfg))
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

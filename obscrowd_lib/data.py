@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifacts
+from .io import publish, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def sample_path(name: str) -> Path:
     with tempfile.NamedTemporaryFile(dir=out.parent, delete=False, suffix=".tmp") as f:
         tmp = Path(f.name)
     shutil.copyfile(hits[0], tmp)
-    os.replace(tmp, out)
+    publish(tmp, out)
     return out
 
 
@@ -111,9 +111,7 @@ def fetch_samples(names: list[str] | None = None) -> list[Path]:
         s = SAMPLES[n]
         w.writerow([s.name, artifacts.ARTIFACTS[s.artifact].spec, s.inner_path, s.sha256, s.faces, s.identity,
                     s.licence])
-    with tempfile.NamedTemporaryFile("w", dir=manifest.parent, delete=False, suffix=".tmp") as f:
-        f.write(buf.getvalue())
-    os.replace(f.name, manifest)
+    write_text_atomic(manifest, buf.getvalue())
     return paths
 
 

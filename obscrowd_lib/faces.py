@@ -197,12 +197,23 @@ class FaceDetector:
             rects, scores, _ = detector.run(img, upsample, 0.0)
             dets = list(zip(rects, (float(v) for v in scores)))
         out = []
-        for rect, score in dets:
+        for rect, score in sorted(dets, key=lambda d: -d[1]):
+            box = (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1)
+            if any(_iou(box, kept) > 0.4 for kept, _, _ in out):
+                continue  # dlib's CNN can report one face twice at different scales: keep the stronger
             shape = predictor(img, rect)
             pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
-            box = (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1)
             out.append((box, dlib5_to_mtcnn(pts), score))
         return out
+
+
+def _iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def detect_faces(image, *, detector: str | FaceDetector = "mtcnn", min_size: int = 12,

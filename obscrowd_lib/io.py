@@ -114,11 +114,39 @@ def save_png(image, path: str | Path, *, overwrite: bool = False) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(arr, "RGB").save(f, format="PNG")  # a fresh image: no EXIF, GPS or text chunks
-        os.replace(tmp, path)
+        publish(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise ImageError(f"{path}: cannot write ({e.strerror or e})") from e
     return path
+
+
+def publish(tmp: str | Path, path: str | Path) -> Path:
+    """Move a finished temporary file into place atomically, readable like any other file (0644)."""
+    os.chmod(tmp, 0o644)  # mkstemp/NamedTemporaryFile create 0600 files
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically (values JSON cannot hold are written with ``str``)."""
+    import json
+
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def list_images(folder: str | Path) -> list[Path]:

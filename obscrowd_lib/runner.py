@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .io import write_json  # re-exported: notebooks write metrics.json with it
 
 
 class RunnerError(RuntimeError):
@@ -80,13 +81,6 @@ def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
     unknown = sorted(set(params) - set(declared))
     if unknown:
         raise RunnerError(f"{notebook}: unknown parameter(s) {', '.join(unknown)}; declared: {', '.join(declared)}")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(f.name, path)
 
 
 def run_notebooks(*, profile: str = "smoke", notebooks_dir: Path | None = None, out_root: Path | None = None,

@@ -6,10 +6,9 @@ notebooks stay small.
 
 from __future__ import annotations
 
-import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -62,6 +61,8 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
 
 def save_figure(fig, path: str | Path, *, quality: int = 85) -> Path:
     """Save a figure atomically (JPEG for photos unless the suffix says .png); returns the path."""
+    from .io import publish
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "png" if path.suffix.lower() == ".png" else "jpeg"
@@ -69,5 +70,4 @@ def save_figure(fig, path: str | Path, *, quality: int = 85) -> Path:
         tmp = f.name
     kwargs = {"pil_kwargs": {"quality": quality}} if fmt == "jpeg" else {}
     fig.savefig(tmp, format=fmt, bbox_inches="tight", **kwargs)
-    os.replace(tmp, path)
-    return path
+    return publish(tmp, path)

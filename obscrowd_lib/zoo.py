@@ -26,8 +26,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +149,9 @@ def register_local(name: str, path: str) -> None:
         raise ModelNotAvailable(f"{path}: no such file for model {name}")
     data = local_paths()
     data[name] = str(Path(path).expanduser().resolve()) if Path(path).expanduser().exists() else path
-    home = artifacts.cache_home()
-    home.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=home, delete=False, suffix=".tmp") as f:
-        json.dump(data, f, indent=2)
-    os.replace(f.name, local_registry_path())
+    from .io import write_json
+
+    write_json(local_registry_path(), data)
 
 
 def local_path(name: str, path: str | None = None) -> str:

@@ -1,6 +1,7 @@
 """Committed notebooks: numbered, stripped of outputs, with a tagged parameters cell declaring run_dir."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_stripped_and_parameterised(path):
     nb = json.loads(path.read_text())
-    assert path.name[:2].isdigit() and path.name[2] == "_"
+    assert re.match(r"^\d{2}[a-z]?_[a-z0-9_]+\.ipynb$", path.name), "name like NN_stage.ipynb or NNb_stage.ipynb"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "outputs not stripped"
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]

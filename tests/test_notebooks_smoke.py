@@ -7,11 +7,13 @@ from obscrowd_lib import runner
 # Files each notebook must leave in its run_dir (besides metrics.json).
 EXPECTED = {
     "00_setup_and_data": ["samples.jpg", "composite.jpg"],
+    "03_student_distillation": ["training_set.jpg", "loss_curves.jpg", "similarity_bars.jpg", "before_after.jpg",
+                                "student.pt", "checkpoint.pt"],
 }
 
 
-def test_smoke_profile_runs_every_notebook(tmp_path):
-    run = runner.run_notebooks(profile="smoke", out_root=tmp_path, progress=False)
+def test_smoke_profile_runs_every_notebook(smoke_run):
+    run = smoke_run
     summary = json.loads((run / "summary.json").read_text())
     names = [n["notebook"] for n in summary["notebooks"]]
     assert names == list(runner.load_profile("smoke")["notebooks"])
