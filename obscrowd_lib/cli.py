@@ -102,6 +102,33 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     return train_from_args(args)
 
 
+def cmd_protect(args: argparse.Namespace) -> int:
+    from .protect import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import evaluation
+
+    holdout = args.holdout
+    if holdout is None:  # FaceNet is the default held-out evaluator when it is among the evaluators
+        holdout = "facenet" if not args.evaluators or "facenet" in args.evaluators else None
+    options = {"holdout": holdout, "seeds": tuple(args.seeds), "device": args.device}
+    if args.attacks:
+        options["attacks"] = tuple(args.attacks)
+    if args.evaluators:
+        options["evaluators"] = tuple(args.evaluators)
+    res = evaluation.evaluate_paths(args.clean, args.protected, json_out=args.json, html_out=args.html,
+                                    csv_dir=args.csv_dir, progress=not args.quiet, **options)
+    rows = evaluation.summary_rows(res.to_json()["summary"], holdout=holdout)
+    print(evaluation.format_table(rows))
+    for out in (args.json, args.html, args.csv_dir):
+        if out:
+            print(f"written: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="obscrowd", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +156,27 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--device", default="cpu")
     dt.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     dt.set_defaults(func=cmd_detect)
+    pr = sub.add_parser("protect", help="protect every face of a photo (or a folder) with one perturbation")
+    from .protect import add_arguments as add_protect_arguments
+
+    add_protect_arguments(pr)
+    pr.set_defaults(func=cmd_protect)
+
+    ev = sub.add_parser("evaluate", help="per-face evaluation of a protected photo (or folder) against its clean one")
+    ev.add_argument("--clean", required=True, help="clean photo or folder")
+    ev.add_argument("--protected", required=True, help="protected photo or folder (paired by file stem)")
+    ev.add_argument("--attacks", nargs="*", help="evaluation attacks (default: the whole suite)")
+    ev.add_argument("--evaluators", nargs="*", help="FR models that judge (default: every recognizer in the zoo)")
+    ev.add_argument("--holdout", default=None,
+                    help="evaluator reported as held out (default: facenet when it is among the evaluators)")
+    ev.add_argument("--seeds", nargs="*", type=int, default=[0], help="seeds of the random attacks")
+    ev.add_argument("--json", help="write the JSON report here (schema: docs/evaluation_schema.md)")
+    ev.add_argument("--html", help="write an HTML report (labelled face grid) here")
+    ev.add_argument("--csv-dir", help="write summary.csv and faces.csv here")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evaluate)
+
     ts = sub.add_parser("train-student", help="distil the student generator from teacher targets (accelerate)")
     from .student import add_train_arguments
 
@@ -150,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     from .runner import RunnerError
     from .zoo import ModelNotAvailable
 
-    known_errors = (ArtifactError, FileNotFoundError, KeyError, ImageError, RunnerError, ModelNotAvailable)
+    from .protect import ProtectError
+
+    known_errors = (ArtifactError, FileNotFoundError, KeyError, ImageError, RunnerError, ModelNotAvailable,
+                    ProtectError)
     try:
         return args.func(args)
     except known_errors as e:

@@ -89,3 +89,25 @@ def test_attacks_list_json(capsys):
     assert by["jpeg-diff"]["differentiable"] and not by["jpeg"]["differentiable"]
     assert by["regen-waifu2x-photo"]["available"] is True
     assert by["pix2pix"]["available"] in (True, False)
+
+
+def test_protect_then_evaluate_cli(tmp_path, capsys):
+    from PIL import Image
+
+    from obscrowd_lib import data
+
+    im = Image.open(data.sample_path("obama.jpg"))
+    im.thumbnail((256, 256))
+    clean = tmp_path / "clean.png"
+    im.save(clean)
+    prot = tmp_path / "prot.png"
+    assert cli.main(["protect", str(clean), "-o", str(prot), "--steps", "2", "--ensemble", "mobileface",
+                     "--report", str(tmp_path / "rep.json"), "--quiet"]) == 0
+    assert prot.is_file() and json.loads((tmp_path / "rep.json").read_text())["files"][0]["status"] == "protected"
+    assert cli.main(["protect", str(clean), "-o", str(clean), "--quiet"]) != 0  # never overwrites its input
+    out = tmp_path / "ev.json"
+    assert cli.main(["evaluate", "--clean", str(clean), "--protected", str(prot), "--attacks", "jpeg75",
+                     "--evaluators", "mobileface", "--json", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert {"schema_version", "imperceptibility", "faces", "summary"} <= set(doc)
+    assert "mobileface" in doc["summary"]
