@@ -18,3 +18,15 @@ def smoke_run(tmp_path_factory):
     except runner.RunnerError:
         (run,) = [p for p in out.iterdir() if p.is_dir()]
         return run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: on a shared 2-core machine, oversubscribed OpenMP threads make
+    convolutions ~10x slower. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

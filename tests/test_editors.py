@@ -67,13 +67,7 @@ def build_tiny_models(root):
     return {"pix2pix": root / "p2p", "sd": root / "sd", "vae": root / "vae"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny models on a shared 2-core machine run ~10x faster without OpenMP contention."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ TINY = S.StudentConfig(base_channels=4, depth=2, bottleneck_blocks=0, batch_size
                        checkpoint_every=2, lr=1e-2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine oversubscribed threads slow convolutions down ~10x."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def _random_head(net: S.StudentNet, seed: int = 0) -> S.StudentNet:

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .graph import dependency_order
+
 # Ops this interpreter implements (those of the FaceNet graph, plus Identity/AddV2/Sub which are trivial).
 SUPPORTED_OPS = ("Placeholder", "Const", "Identity", "Conv2D", "BiasAdd", "Relu", "MaxPool", "AvgPool", "ConcatV2",
                  "Mul", "Add", "AddV2", "Sub", "Reshape", "MatMul", "FusedBatchNorm", "FusedBatchNormV3", "Square",
@@ -95,28 +97,8 @@ class TFGraph(nn.Module):
         if nodes[input].op != "Placeholder":
             raise ValueError(f"{path}: node {input!r} is a {nodes[input].op}, not a Placeholder")
 
-        # Topological order of the nodes the output depends on (iterative DFS, post-order).
-        order: list[str] = []
-        state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-        stack = [(output, False)]
-        while stack:
-            name, expanded = stack.pop()
-            if expanded:
-                state[name] = 2
-                order.append(name)
-                continue
-            if state.get(name) == 2:
-                continue
-            if state.get(name) == 1:
-                raise ValueError(f"{path}: cycle through node {name!r}")
-            if name not in nodes:
-                raise ValueError(f"{path}: node {name!r} is referenced but not defined")
-            state[name] = 1
-            stack.append((name, True))
-            for ref in reversed(nodes[name].input):
-                dep = _node_input_name(ref, path)
-                if dep and state.get(dep) != 2:
-                    stack.append((dep, False))
+        order = dependency_order(output, lambda n: [_node_input_name(r, path) for r in nodes[n].input],
+                                 lambda n: n in nodes, str(path))
 
         consts = {n: tensor_util.make_ndarray(nodes[n].attr["value"].tensor) for n in order if nodes[n].op == "Const"}
 

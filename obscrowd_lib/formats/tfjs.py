@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .graph import dependency_order
+
 # Element dtypes a tfjs manifest may store (after quantisation, the stored dtype is the quantised one).
 _STORED_DTYPES = {"float32": "<f4", "int32": "<i4", "float16": "<f2", "uint8": "u1", "uint16": "<u2"}
 
@@ -329,25 +331,7 @@ class TfjsGraph(nn.Module):
     @staticmethod
     def _needed(nodes: dict[str, dict], output: str, where: str) -> list[str]:
         """Nodes ``output`` depends on, in an order where every node follows its inputs."""
-        order: list[str] = []
-        state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-        stack = [(output, False)]
-        while stack:
-            name, expanded = stack.pop()
-            if expanded:
-                state[name] = 2
-                order.append(name)
-                continue
-            if state.get(name) == 2:
-                continue
-            if name not in nodes:
-                raise ValueError(f"{where}: input {name!r} is not a node of the graph")
-            if state.get(name) == 1:
-                raise ValueError(f"{where}: cycle through node {name}")
-            state[name] = 1
-            stack.append((name, True))
-            stack.extend((ref, False) for ref in _input_names(nodes[name], where) if state.get(ref) != 2)
-        return order
+        return dependency_order(output, lambda n: _input_names(nodes[n], where), lambda n: n in nodes, where)
 
     def _add_const(self, name: str, value: torch.Tensor) -> None:
         if name in self._buffer_of:
