@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
 
     teacher_cfg = TeacherConfig(eps_255=args.eps, **({"attacks": tuple(args.teacher_attacks)}
                                                       if args.teacher_attacks else {}))
-    ev = evaluation.Evaluator(attacks=args.attacks, evaluators=args.evaluators, holdout=args.holdout,
-                              seeds=args.seeds, keep_images=False, progress=False)
     models = baselines.load_baseline_models(teacher_config=teacher_cfg)
+    ev = evaluation.Evaluator(attacks=args.attacks, evaluators=args.evaluators, holdout=args.holdout,
+                              seeds=args.seeds, keep_images=False, progress=False,
+                              recognizers=models.teacher.ensemble)
     white_box = next(n for n in models.teacher.names if n in ev.evaluators)
     per_method: dict[str, list] = {m: [] for m in args.methods}
     seconds: dict[str, list[float]] = {m: [] for m in args.methods}
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.write_json({"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            "args": vars(args), "teacher_ensemble": list(models.teacher.names), "white_box": white_box,
                            "skipped_attacks": ev.skipped, "tables": tables, "unlinkability": unlink,
-                           "seconds": {m: v for m, v in seconds.items()}, "pooled": docs,
+                           "seconds": {m: v for m, v in seconds.items()},
+                           "pooled": {m: {k: v for k, v in d.items() if k != "faces"} for m, d in docs.items()},
                            "wall_seconds": round(time.perf_counter() - t0, 1)}, out)
     print(f"\nwrote {out}")
     return 0

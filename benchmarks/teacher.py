@@ -53,11 +53,9 @@ COMPOSITE = ("obama.jpg", "biden.jpg", "astronaut.png", "grace_hopper.jpg")  # t
 
 
 def load_photo(name: str) -> np.ndarray:
-    """A sample photo, or "composite": the four portraits' top squares (biden.jpg's face is in its top
-    third, so data.default_composite's centre crop loses it) on a 2x2 grid of 160 px tiles."""
+    """A sample photo, or "composite": the four portraits on a 2x2 grid of 160 px tiles."""
     if name == "composite":
-        portraits = [load_image(data.sample_path(n)) for n in COMPOSITE]
-        return data.make_composite([p[: min(p.shape[:2])] for p in portraits], tile=160, columns=2).image
+        return data.make_composite([data.sample_path(n) for n in COMPOSITE], tile=160, columns=2).image
     return load_image(data.sample_path(name))
 
 

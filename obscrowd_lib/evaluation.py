@@ -220,7 +220,7 @@ def _finite(x: Any) -> float | None:
 
 def _r(x: Any, nd: int = 4) -> float | None:
     v = _finite(x)
-    return None if v is None else round(v, nd)
+    return None if v is None else round(v, nd) + 0.0  # + 0.0: no "-0.0" in reports
 
 
 def far_key(far: float) -> str:
@@ -759,6 +759,8 @@ class Evaluator:
 
         if isinstance(spec, A.Attack):
             key = spec.name
+            if key in self.attacks:  # e.g. two JPEG qualities: tell them apart by their parameters
+                key += ":" + ",".join(f"{k}={v}" for k, v in spec.params.items())
             self.attacks[key] = spec
             self.attack_info[key] = {"registry": spec.name, "params": _jsonable(spec.params),
                                      "random": _is_random(spec), "description": ""}
@@ -1192,16 +1194,12 @@ def evaluate_paths(clean: str | Path, protected: str | Path, *, json_out: str | 
 
 
 def write_json(doc: Mapping, path: str | Path) -> Path:
-    """Write a JSON document atomically, strictly (NaN / inf are already None in to_json() output)."""
+    """Write a report atomically as strict JSON (to_json() output holds None, never NaN / inf)."""
     import json
-    import tempfile
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(doc, f, indent=1, allow_nan=False)
-    os.replace(f.name, path)
-    return path
+    from .io import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
 
 
 SUMMARY_COLUMNS = ("evaluator", "attack", "held_out", "n_faces", "n", "mean", "worst", "psr", "psr_0.01", "psr_0.0001",
@@ -1229,16 +1227,16 @@ def summary_rows(summary: Mapping, holdout: str | None = None) -> list[dict]:
 
 
 def write_csv(rows: Sequence[Mapping], path: str | Path, columns: Sequence[str] | None = None) -> Path:
-    """Write rows (dicts) as CSV; empty cells for None."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write rows (dicts) as CSV, atomically; empty cells for None."""
+    from .io import write_text_atomic
+
     columns = list(columns or (list(rows[0]) if rows else []))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    return path
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return write_text_atomic(path, buf.getvalue())
 
 
 def write_reports(result: EvaluationResult | FolderEvaluation, out_dir: str | Path, *, html: bool = False) -> dict:
@@ -1292,10 +1290,9 @@ def write_html(result: EvaluationResult | FolderEvaluation, path: str | Path, *,
         [{"evaluator": ev, **{k: v for k, v in u.items() if k != "per_attack"}}
          for ev, u in doc["unlinkability"].items()],
         ["evaluator", "dsys", "dsys_unprotected", "n_mated", "n_nonmated"]))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts))
-    return path
+    from .io import write_text_atomic
+
+    return write_text_atomic(path, "\n".join(parts) + "\n")
 
 
 def _html_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:

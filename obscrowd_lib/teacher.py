@@ -467,15 +467,15 @@ def face_tiles(image_hw: tuple[int, int], landmarks: torch.Tensor, models: Teach
     return corners, (th, tw)
 
 
-def work_region(mask: torch.Tensor, faces: Sequence[Any], margin: float) -> tuple[int, int, int, int]:
+def work_region(mask: torch.Tensor, faces: Sequence[Any], grow: float) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) box (exclusive ends) holding the mask's support and every face box grown
-    by ``margin`` × its side on each side, clamped to the photo. A recognizer-free region (the student's);
+    by ``grow`` × its side on each side, clamped to the photo. A recognizer-free region (the student's);
     the teacher uses the exact per-face :func:`face_tiles`."""
     h, w = mask.shape[-2:]
     boxes = []
     for f in faces:
         x0, y0, x1, y1 = (float(v) for v in f.box)
-        g = margin * max(x1 - x0, y1 - y0)
+        g = grow * max(x1 - x0, y1 - y0)
         boxes.append((y0 - g, x0 - g, y1 + g, x1 + g))
     nz = torch.nonzero(mask.reshape(h, w) > 0)
     if len(nz):

@@ -18,10 +18,7 @@ FAST = TeacherConfig(steps=2, ensemble=("mobileface",), attacks=("identity",), s
 @pytest.fixture(scope="module")
 def face_jpeg(tmp_path_factory):
     """A small 2-face JPEG carrying EXIF (with a GPS block) and a 90° orientation tag."""
-    from obscrowd_lib.io import load_image
-
-    portraits = [load_image(data.sample_path(n)) for n in ("obama.jpg", "biden.jpg")]
-    comp = data.make_composite([p[: min(p.shape[:2])] for p in portraits], tile=128)  # top squares: faces kept
+    comp = data.make_composite([data.sample_path("obama.jpg"), data.sample_path("biden.jpg")], tile=128)
     path = tmp_path_factory.mktemp("in") / "two_faces.jpg"
     im = Image.fromarray(comp.image)
     exif = Image.Exif()

@@ -32,13 +32,11 @@ FAST = ("mobileface",)  # the fastest one, for the tests about mechanics
 @pytest.fixture(scope="module")
 def scene():
     from obscrowd_lib.faces import detect_faces
-    from obscrowd_lib.io import load_image, to_tensor
+    from obscrowd_lib.io import to_tensor
     from obscrowd_lib.masks import face_masks
 
     torch.set_num_threads(2)
-    # top square of each portrait (biden.jpg is 970x2204 with the face in its top third)
-    portraits = [load_image(data.sample_path(n)) for n in ("obama.jpg", "biden.jpg")]
-    comp = data.make_composite([p[: min(p.shape[:2])] for p in portraits], tile=128)
+    comp = data.make_composite([data.sample_path("obama.jpg"), data.sample_path("biden.jpg")], tile=128)
     faces = detect_faces(comp.image)
     assert len(faces) == 2, f"expected the 2 faces of the composite, found {len(faces)}"
     mask = torch.as_tensor(face_masks(comp.image.shape[:2], faces).union, dtype=torch.float32)

@@ -42,7 +42,7 @@ from obscrowd_lib.io import load_image, to_tensor
 from obscrowd_lib.masks import face_masks
 from obscrowd_lib.metrics import imperceptibility
 from obscrowd_lib.runner import write_json
-from obscrowd_lib.teacher import TeacherConfig, load_teacher_models, protect_teacher
+from obscrowd_lib.teacher import TeacherConfig, load_teacher_models, margin, protect_teacher
 """),
 ("params", """
 run_dir: str = "../papermill_runs/interactive/02_teacher_optimisation"  # where figures and metrics.json go
@@ -65,8 +65,7 @@ config = TeacherConfig(eps_255=eps_255, steps=steps, step_size_255=step_size_255
                        attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()),
                        early_stop=early_stop, seed=seed)
 if photo == "composite":
-    portraits = [load_image(data.sample_path(n)) for n in ("obama.jpg", "biden.jpg")]
-    image = data.make_composite([p[: min(p.shape[:2])] for p in portraits], tile=tile).image  # top squares: faces kept
+    image = data.make_composite([data.sample_path("obama.jpg"), data.sample_path("biden.jpg")], tile=tile).image
 else:
     image = load_image(data.sample_path(photo))
 scale = min(1.0, max_side / max(image.shape[:2]))
@@ -114,8 +113,8 @@ print(json.dumps(result.summary(), indent=1))
 ## 3 · Loss curve and per-face similarity under attack
 
 Left: the objective (soft maximum of the margins (cos − t) / (1 − t): 1 for the clean face, 0 at the
-threshold; it tracks the worst face-model pair). Right: for
-each face, the largest cosine over the ensemble at that step, on the attacked draw of that step.
+threshold; it tracks the worst face-model pair). Right: for each face, its margin on the model that
+still links it best, on the attacked draw of that step (below 0: no training model links it).
 """),
 ("code", """
 hist = result.history
@@ -124,11 +123,14 @@ axes[0].plot([h["loss"] for h in hist], label="objective")
 axes[0].plot([h["worst_margin"] for h in hist], label="worst margin, normalised")
 axes[0].axhline(0, color="grey", lw=0.8)
 axes[0].set_xlabel("step"); axes[0].legend(); axes[0].set_title("teacher objective")
-sim = np.array([h["similarity"] for h in hist])  # steps x models x faces
-for f in range(sim.shape[2] if len(sim) else 0):
-    axes[1].plot(sim[:, :, f].max(1), label=f"face {f}")
-axes[1].set_xlabel("step"); axes[1].set_ylabel("max cosine over models"); axes[1].legend(fontsize=7)
-axes[1].set_title("per-face similarity under attack")
+sim = torch.tensor([h["similarity"] for h in hist])  # steps x models x faces
+thr = torch.tensor([result.thresholds[n] for n in models.names])[None, :, None]
+worst = margin(sim, thr).amax(1) if len(hist) else torch.zeros(0, 0)  # steps x faces: worst model per face
+for f in range(worst.shape[1]):
+    axes[1].plot(worst[:, f].numpy(), label=f"face {f}")
+axes[1].axhline(0, color="grey", lw=0.8)
+axes[1].set_xlabel("step"); axes[1].set_ylabel("worst model: normalised margin"); axes[1].legend(fontsize=7)
+axes[1].set_title("per-face margin under attack, below 0 = unlinked")
 fig.tight_layout()
 viz.save_figure(fig, out / "loss_curves.jpg")
 """),
@@ -165,14 +167,16 @@ viz.save_figure(fig, out / "budget_heatmap.jpg")
 """),
 ("md", """
 ## 6 · Before and after
+
+Labels: on how many training models each face is no longer linked (cosine below the model's threshold).
 """),
 ("code", """
 prot = (result.protected[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 amp = np.clip(128 + (prot.astype(int) - image.astype(int)) * 8, 0, 255).astype(np.uint8)
-worst = [max(result.per_face_similarity[n][i] for n in model_names) for i in range(n_faces)]
+unlinked = [sum(result.per_face_similarity[n][i] < result.thresholds[n] for n in model_names) for i in range(n_faces)]
 fig = viz.image_grid([image, prot, amp], ["clean", "protected", "delta x8"], columns=3,
                      boxes=[[f.box for f in faces]] * 3,
-                     labels=[["cos 1.00"] * n_faces, [f"max cos {w:.2f}" for w in worst], []])
+                     labels=[["linked"] * n_faces, [f"unlinked {u}/{len(model_names)}" for u in unlinked], []])
 viz.save_figure(fig, out / "before_after.jpg")
 quality = imperceptibility(x, result.protected, mask=mask, metrics=("psnr", "ssim", "lpips-alex", "linf"))
 print({k: round(v, 4) for k, v in quality.items()})

@@ -59,8 +59,7 @@ config = TeacherConfig(eps_255=eps_255, steps=teacher_steps, step_size_255=step_
                        ensemble=tuple(n.strip() for n in ensemble.split(",") if n.strip()),
                        attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()), seed=seed)
 if photo == "composite":
-    portraits = [load_image(data.sample_path(n)) for n in ("obama.jpg", "biden.jpg")]
-    image = data.make_composite([p[: min(p.shape[:2])] for p in portraits], tile=tile).image  # top squares: faces kept
+    image = data.make_composite([data.sample_path("obama.jpg"), data.sample_path("biden.jpg")], tile=tile).image
 else:
     image = load_image(data.sample_path(photo))
 scale = min(1.0, max_side / max(image.shape[:2]))

@@ -67,9 +67,10 @@ teacher_cfg = TeacherConfig(eps_255=eps_255, **({"attacks": tuple(teacher_attack
                             **({"ensemble": tuple(teacher_ensemble)} if teacher_ensemble else {}))
 run_methods = list(methods) + [b for b in baselines.available_baselines() if add_vae_baselines
                                and b in baselines.NEEDS_VAE and b not in methods]
-ev = evaluation.Evaluator(attacks=attacks or evaluation.DEFAULT_ATTACKS, evaluators=evaluators or None,
-                          holdout=holdout, seeds=seeds, metrics=metrics or None, device=device, progress=False)
 models = baselines.load_baseline_models(teacher_config=teacher_cfg, device=device)
+ev = evaluation.Evaluator(attacks=attacks or evaluation.DEFAULT_ATTACKS, evaluators=evaluators or None,
+                          holdout=holdout, seeds=seeds, metrics=metrics or None, device=device, progress=False,
+                          recognizers=models.teacher.ensemble)  # shares the loaded FR networks
 white_box = next(n for n in models.teacher.names if n in ev.evaluators)  # a training model that also judges
 config = {"sample": sample, "max_side": max_side, "methods": run_methods, "attacks": list(ev.attacks),
           "skipped_attacks": ev.skipped, "evaluators": list(ev.evaluators), "holdout": ev.holdout,
