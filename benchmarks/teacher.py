@@ -21,9 +21,10 @@ No edit is applied here: protection after attacks is measured by the evaluation 
 evaluate``). Prints tables and writes JSON.
 
     .venv/bin/python benchmarks/teacher.py [--steps N] [--photos t1.jpg,composite,obama.jpg]
-        [--n-faces 1,3,6] [--no-joint-vs-per-face] [--out PATH] [--threads N]
+        [--n-faces 1,3,6] [--no-joint-vs-per-face] [--out benchmarks/results/teacher.json] [--threads N]
 
-The machine is shared: the JSON records the load average before and after; read timings with it.
+The machine is shared: the JSON records the load average before and after, and CPU (process) time
+beside wall time; compare runs by CPU time.
 """
 
 from __future__ import annotations
@@ -79,17 +80,17 @@ def measure(image: np.ndarray, protected: np.ndarray, faces: list[Face], ensembl
 
 def run_photo(name: str, config: TeacherConfig, models, held_out: dict, max_face_px: int) -> dict:
     image = load_photo(name)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     protected, entry = protect_image(image, method="teacher", config=config, models=models, max_face_px=max_face_px,
                                      progress=False)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
     faces = faces_from_entry(entry)
     m = measure(image, protected, faces, models.ensemble, held_out)
     thr = models.thresholds
     below = [all(m["similarity_after"][n][i] < thr[n] for n in models.names) for i in range(len(faces))]
     return {"photo": name, "size": entry["size"], "faces": len(faces), "working_scale": entry["working_scale"],
             "steps": entry["result"]["steps"], "stopped_early": entry["result"]["stopped_early"],
-            "seconds_total": round(wall, 2), "times": entry["times"], "faces_below_threshold": int(sum(below)),
+            "seconds_total": round(wall, 2), "cpu_seconds_total": round(cpu, 2), "times": entry["times"], "faces_below_threshold": int(sum(below)),
             **m}
 
 
@@ -113,40 +114,47 @@ def joint_vs_per_face(name: str, config: TeacherConfig, models, n_list: list[int
             sims = models.ensemble.similarities(x, protected, sub)
         return float(np.mean([all(float(sims[n][i]) < thr[n] for n in models.names) for i in range(len(sub))]))
 
+    def run(sub: list[Face], mask: torch.Tensor):
+        c = time.process_time()
+        r = protect_teacher(x, sub, config=config, mask=mask, models=models, progress=False)
+        return r, time.process_time() - c
+
     single = []
     for i, f in enumerate(faces[:max(n_list)]):
-        r = protect_teacher(x, [f], config=config, mask=per_face_masks[i], models=models, progress=False)
-        single.append((r.seconds, r.steps, r.delta))
+        r, cpu = run([f], per_face_masks[i])
+        single.append((r.seconds, r.steps, r.delta, cpu))
     rows = []
     for n in n_list:
         if n > len(faces):
             continue
         sub = faces[:n]
         union = per_face_masks[:n].amax(0)
-        r = protect_teacher(x, sub, config=config, mask=union, models=models, progress=False)
-        d = sum(sd for _, _, sd in single[:n])
+        r, cpu = run(sub, union)
+        d = sum(s[2] for s in single[:n])
         eps = config.eps_255 / 255
         per_face_protected = (x + d.clamp(-eps, eps)).clamp(0, 1)
-        t_single = sum(st for st, _, _ in single[:n])
-        rows.append({"n_faces": n, "joint_seconds": round(r.seconds, 2), "joint_steps": r.steps,
-                     "joint_psr": round(psr(r.protected, sub), 3),
-                     "per_face_seconds": round(t_single, 2), "per_face_steps": [st for _, st, _ in single[:n]],
+        t_single = sum(s[0] for s in single[:n])
+        cpu_single = sum(s[3] for s in single[:n])
+        rows.append({"n_faces": n, "joint_seconds": round(r.seconds, 2), "joint_cpu_seconds": round(cpu, 2),
+                     "joint_steps": r.steps, "joint_psr": round(psr(r.protected, sub), 3),
+                     "per_face_seconds": round(t_single, 2), "per_face_cpu_seconds": round(cpu_single, 2),
+                     "per_face_steps": [s[1] for s in single[:n]],
                      "per_face_psr": round(psr(per_face_protected, sub), 3),
-                     "joint_over_per_face_time": round(r.seconds / t_single, 3) if t_single else None})
+                     "joint_over_per_face_cpu": round(cpu / cpu_single, 3) if cpu_single else None})
     return {"photo": name, "size": list(image.shape[:2][::-1]), "rows": rows}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", default="t1.jpg,composite,obama.jpg")
-    ap.add_argument("--steps", type=int, default=20, help="largest number of teacher steps per photo")
+    ap.add_argument("--steps", type=int, default=30, help="largest number of teacher steps per photo")
     ap.add_argument("--eps", type=float, default=8.0)
     ap.add_argument("--max-face-px", type=int, default=160, help="working copy: largest face side in pixels")
     ap.add_argument("--n-faces", default="1,3,6", help="face counts of the joint vs per-face timing (t1.jpg)")
     ap.add_argument("--no-joint-vs-per-face", action="store_true")
     ap.add_argument("--joint-max-side", type=int, default=640, help="t1.jpg long side in the joint vs per-face runs")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(Path(__file__).with_name("teacher.json")))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "teacher.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OBSCROWD_PROGRESS", "0")
@@ -159,11 +167,11 @@ def main() -> None:
           f"{ {n: (round(t, 3), models.threshold_source[n]) for n, t in models.thresholds.items()} }")
     print(f"diffusion guidance: {models.diffusion}")
     photos = []
-    for name in args.photos.split(","):
+    for name in [p for p in args.photos.split(",") if p]:
         r = run_photo(name, config, models, held_out, args.max_face_px)
         photos.append(r)
         print(f"\n{name}: {r['faces']} faces, {r['size'][0]}x{r['size'][1]}, working scale {r['working_scale']}, "
-              f"{r['steps']} steps, {r['seconds_total']} s; PSNR {r['psnr']} dB, LPIPS-alex {r['lpips-alex']} "
+              f"{r['steps']} steps, {r['seconds_total']} s wall, {r['cpu_seconds_total']} s CPU; PSNR {r['psnr']} dB, LPIPS-alex {r['lpips-alex']} "
               f"(mask {r['lpips-alex_mask']}), Linf {r['linf']}/255; faces below threshold on every training "
               f"model: {r['faces_below_threshold']}/{r['faces']}")
         print(f"  {'model':20s} " + " ".join(f"face{i:<3d}" for i in range(r["faces"])) + "  (cosine clean vs protected; before = 1)")
@@ -176,10 +184,14 @@ def main() -> None:
         n_list = [int(v) for v in args.n_faces.split(",")]
         jv = joint_vs_per_face("t1.jpg", config, models, n_list, args.joint_max_side)
         print(f"\njoint vs per-face on t1.jpg at {jv['size'][0]}x{jv['size'][1]}")
-        print(f"  {'n':>3s} {'joint s':>8s} {'PSR':>5s} {'per-face s':>10s} {'PSR':>5s} {'ratio':>6s}")
+        print("  CPU seconds (process time, all threads: robust to other jobs on the machine), wall in brackets")
+        print(f"  {'n':>3s} {'joint CPU s':>18s} {'steps':>5s} {'PSR':>5s} {'per-face CPU s':>18s} {'steps':>5s} {'PSR':>5s} "
+              f"{'ratio':>6s}")
         for row in jv["rows"]:
-            print(f"  {row['n_faces']:3d} {row['joint_seconds']:8.1f} {row['joint_psr']:5.2f} "
-                  f"{row['per_face_seconds']:10.1f} {row['per_face_psr']:5.2f} {row['joint_over_per_face_time']:6.2f}")
+            joint = f"{row['joint_cpu_seconds']:.1f} ({row['joint_seconds']:.1f})"
+            single = f"{row['per_face_cpu_seconds']:.1f} ({row['per_face_seconds']:.1f})"
+            print(f"  {row['n_faces']:3d} {joint:>18s} {row['joint_steps']:5d} {row['joint_psr']:5.2f} {single:>18s} "
+                  f"{sum(row['per_face_steps']):5d} {row['per_face_psr']:5.2f} {row['joint_over_per_face_cpu']:6.2f}")
     doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
            "loadavg_before": load0, "loadavg_after": os.getloadavg(), "config": config_dict(config),
            "ensemble": list(models.names), "thresholds": models.thresholds,

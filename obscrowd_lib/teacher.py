@@ -223,6 +223,8 @@ def load_teacher_models(config: TeacherConfig, device: Any = "cpu", *, ensemble:
     elif config.ensemble:
         ensemble = ensemble.select(config.ensemble)
     names = tuple(ensemble.names)
+    for n in names:  # load every network now (FREnsemble loads on first use), not inside the first optimisation
+        ensemble[n]
     not_diff = [n for n in names if n not in ensemble.differentiable_names()]
     if not_diff:
         raise ValueError(f"the teacher's ensemble must be differentiable; remove {not_diff}")

@@ -9,6 +9,8 @@ import torch
 
 from obscrowd_lib import baselines as B
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
 EPS = 8.0
 ENSEMBLE = ("faceres-deep", "mobileface", "arcface-faceplugin")
 

@@ -12,6 +12,8 @@ import torch
 
 from obscrowd_lib import evaluation as E
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
 # ---------------------------------------------------------------- pure functions (no models)
 
 
