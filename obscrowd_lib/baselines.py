@@ -38,7 +38,7 @@ so with few iterations x' is still far from x and the clipped δ sits at ±ε al
 The teacher's building blocks are reused where the baseline does the same thing: the FR ensemble and
 clean references (:func:`obscrowd_lib.teacher.load_teacher_models`, :func:`~obscrowd_lib.teacher.make_reference`),
 the projection onto the budget (:func:`~obscrowd_lib.teacher.project`), the VAE latent
-(:func:`~obscrowd_lib.teacher._vae_latent`) and, for ``per-face``, the teacher itself.
+(:func:`~obscrowd_lib.teacher.vae_latent`) and, for ``per-face``, the teacher itself.
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def facelock(photo: torch.Tensor, faces: Sequence, *, eps_255: float, steps: int
     output has no latent, so the latent term is dropped. FR term: mean over the ensemble's models and
     over all faces of cos(FR(R(x+δ)), FR(x)) (FaceLock aligns one face; we score every face)."""
     from . import attacks, zoo
-    from .teacher import _vae_latent, make_reference
+    from .teacher import vae_latent, make_reference
 
     models, loaded = _split_models(models)
     vae = _vae(vae if vae is not None else (loaded.vae if loaded else None), device, False, "facelock")
@@ -324,7 +324,7 @@ def facelock(photo: torch.Tensor, faces: Sequence, *, eps_255: float, steps: int
     h, w = photo.shape[-2:]
     if vae is not None:
         with torch.no_grad():
-            z_clean = _vae_latent(vae, photo).detach()
+            z_clean = vae_latent(vae, photo).detach()
         notes = "reconstruction: SD VAE encode-decode"
     else:
         regen = (loaded.regenerator if loaded and loaded.regenerator is not None
@@ -334,7 +334,7 @@ def facelock(photo: torch.Tensor, faces: Sequence, *, eps_255: float, steps: int
 
     def objective(x: torch.Tensor, t: int) -> tuple[torch.Tensor, dict]:
         if vae is not None:
-            z = _vae_latent(vae, x)
+            z = vae_latent(vae, x)
             recon = (_vae_decode(vae, z, (h, w)) + 1) / 2
             lat = (z.float() - z_clean.float()).pow(2).mean()
         else:
@@ -356,17 +356,17 @@ def encoder_attack(photo: torch.Tensor, *, eps_255: float, steps: int, config: B
                    targeted: bool, progress: bool = True) -> tuple[torch.Tensor, list[dict]]:
     """PhotoGuard's encoder attack (``targeted``: pull E(x+δ) to the target latent, ascending −‖E − z_t‖)
     or the untargeted, EditShield-like one (ascending ‖E(x+δ) − E(x)‖² / dim). Needs an SD VAE."""
-    from .teacher import _vae_latent
+    from .teacher import vae_latent
 
     with torch.no_grad():
         if config.encoder_target == "grey":
-            target = _vae_latent(vae, torch.full_like(photo, 0.5)).float()
+            target = vae_latent(vae, torch.full_like(photo, 0.5)).float()
         else:
-            target = torch.zeros_like(_vae_latent(vae, photo).float())
-        clean_latent = _vae_latent(vae, photo).float()
+            target = torch.zeros_like(vae_latent(vae, photo).float())
+        clean_latent = vae_latent(vae, photo).float()
 
     def objective(x: torch.Tensor, t: int) -> tuple[torch.Tensor, dict]:
-        z = _vae_latent(vae, x).float()
+        z = vae_latent(vae, x).float()
         if targeted:
             dist = (z - target).norm()
             return -dist, {"latent_to_target": float(dist.detach())}
@@ -381,12 +381,12 @@ def vae_attack(photo: torch.Tensor, *, eps_255: float, steps: int, config: Basel
                progress: bool = True) -> tuple[torch.Tensor, list[dict]]:
     """VAE attack: ascend −‖D(E(x+δ))‖ (output in [−1, 1]), i.e. push the VAE's reconstruction to grey.
     Needs an SD VAE."""
-    from .teacher import _vae_latent
+    from .teacher import vae_latent
 
     h, w = photo.shape[-2:]
 
     def objective(x: torch.Tensor, t: int) -> tuple[torch.Tensor, dict]:
-        norm = _vae_decode(vae, _vae_latent(vae, x), (h, w)).norm()
+        norm = _vae_decode(vae, vae_latent(vae, x), (h, w)).norm()
         return -norm, {"output_norm": float(norm.detach())}
 
     return pgd_linf(photo, objective, eps_255=eps_255, steps=steps, config=config, seed=seed, progress=progress,
@@ -400,7 +400,7 @@ def cw_l2(photo: torch.Tensor, *, eps_255: float, steps: int, config: BaselineCo
     FaceLock's script); then δ = clip(x' − x, ±ε) (FaceLock's ``process_cw_attack``). Needs an SD VAE."""
     from tqdm.auto import tqdm
 
-    from .teacher import _vae_latent
+    from .teacher import vae_latent
 
     w = torch.zeros_like(photo, requires_grad=True)
     opt = torch.optim.Adam([w], lr=config.cw_lr)
@@ -408,7 +408,7 @@ def cw_l2(photo: torch.Tensor, *, eps_255: float, steps: int, config: BaselineCo
     for t in tqdm(range(steps), desc="cw-l2", disable=not _progress_enabled(progress), leave=False):
         x = (torch.tanh(w) + 1) / 2
         l2 = (x - photo).pow(2).sum()
-        enc = _vae_latent(vae, x).float().norm()
+        enc = vae_latent(vae, x).float().norm()
         cost = l2 + config.cw_c * enc
         opt.zero_grad()
         cost.backward()

@@ -119,9 +119,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         options["attacks"] = tuple(args.attacks)
     if args.evaluators:
         options["evaluators"] = tuple(args.evaluators)
-    res = evaluation.evaluate_paths(args.clean, args.protected, json_out=args.json, html_out=args.html,
-                                    csv_dir=args.csv_dir, progress=not args.quiet, **options)
-    rows = evaluation.summary_rows(res.to_json()["summary"], holdout=holdout)
+    res = evaluation.evaluate_paths(args.clean, args.protected, progress=not args.quiet, **options)
+    doc = res.to_json()  # once: the bootstrap behind the summary is the slow part
+    evaluation.write_outputs(res, json_out=args.json, html_out=args.html, csv_dir=args.csv_dir, doc=doc)
+    rows = evaluation.summary_rows(doc["summary"], holdout=holdout)
     print(evaluation.format_table(rows))
     for out in (args.json, args.html, args.csv_dir):
         if out:
@@ -129,7 +130,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; ``command`` (the subcommand about to run, when known) skips building the others'
+    heavy options."""
     p = argparse.ArgumentParser(prog="obscrowd", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -178,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     ts = sub.add_parser("train-student", help="distil the student generator from teacher targets (accelerate)")
-    from .student import add_train_arguments
+    if command in (None, "train-student"):  # its options live in student.py, which imports torch (seconds)
+        from .student import add_train_arguments
 
-    add_train_arguments(ts)
+        add_train_arguments(ts)
     ts.set_defaults(func=cmd_train_student)
 
     a = sub.add_parser("attacks", help="list the editing and processing attacks")
@@ -193,15 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .artifacts import ArtifactError
 
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     from .io import ImageError
     from .runner import RunnerError
     from .zoo import ModelNotAvailable
 
     from .protect import ProtectError
 
-    known_errors = (ArtifactError, FileNotFoundError, KeyError, ImageError, RunnerError, ModelNotAvailable,
-                    ProtectError)
+    known_errors = (ArtifactError, FileNotFoundError, KeyError, ValueError, ImageError, RunnerError,
+                    ModelNotAvailable, ProtectError)
     try:
         return args.func(args)
     except known_errors as e:

@@ -124,6 +124,12 @@ class Composite:
     identities: list[str]  # identity label of each tile, same order
     sources: list[str]  # source file of each tile
 
+    def identity_at(self, box) -> str | None:
+        """Identity of the tile holding the centre of ``box`` (x0, y0, x1, y1, pixels); None in a gap."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        return next((who for who, (x0, y0, x1, y1) in zip(self.identities, self.tiles)
+                     if x0 <= cx < x1 and y0 <= cy < y1), None)
+
 
 def make_composite(portraits: list[str | Path | np.ndarray], *, identities: list[str] | None = None,
                    tile: int = 256, columns: int | None = None, gap: int = 16, background: int = 235,

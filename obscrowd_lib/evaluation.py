@@ -1178,14 +1178,27 @@ def evaluate_paths(clean: str | Path, protected: str | Path, *, json_out: str | 
         res = evaluator.evaluate(clean, protected, name=clean.stem)
     else:
         res = evaluate(clean, protected, name=clean.stem, progress=progress, **options)
-    doc = res.to_json()
+    write_outputs(res, json_out=json_out, html_out=html_out, csv_dir=csv_dir)
+    return res
+
+
+def write_outputs(res: "EvaluationResult | FolderEvaluation", *, json_out: str | Path | None = None,
+                  html_out: str | Path | None = None, csv_dir: str | Path | None = None,
+                  doc: Mapping | None = None) -> Mapping | None:
+    """Write the JSON / HTML / CSV reports of one result (each only when its path is given).
+
+    ``doc`` is ``res.to_json()`` when the caller already has it (the bootstrap behind the summary is the
+    slow part); it is computed once here otherwise. Returns the document, or None when nothing needed it.
+    """
+    if doc is None and (json_out is not None or html_out is not None):
+        doc = res.to_json()
     if json_out is not None:
         write_json(doc, json_out)
     if html_out is not None:
         write_html(res, html_out, doc=doc)
     if csv_dir is not None:
         write_reports(res, csv_dir)
-    return res
+    return doc
 
 
 # ----------------------------------------------------------------------------------------------

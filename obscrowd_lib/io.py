@@ -78,7 +78,10 @@ def to_tensor(image: np.ndarray, device="cpu"):
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"to_tensor expects (H, W, 3) uint8, got {image.shape} {image.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float().div(255.0)
+    arr = np.ascontiguousarray(image)
+    if not arr.flags.writeable:  # e.g. np.asarray(PIL image): torch warns on read-only memory
+        arr = arr.copy()
+    return torch.from_numpy(arr).to(device).permute(2, 0, 1)[None].float().div(255.0)
 
 
 def to_uint8(photo) -> np.ndarray:

@@ -73,8 +73,9 @@ def face_masks(image_shape: Sequence[int], faces: Sequence, *, config: MaskConfi
                          cfg.feather if feather is None else feather)
     h, w = int(image_shape[-2]), int(image_shape[-1])
     lms = [np.asarray(getattr(f, "landmarks", f), dtype=np.float64) for f in faces]
-    ys = torch.arange(h, dtype=torch.float32, device=device).view(h, 1) + 0.5
-    xs = torch.arange(w, dtype=torch.float32, device=device).view(1, w) + 0.5
+    # pixel centres at integer (x, y), the convention of the landmarks and of recognition.align_faces
+    ys = torch.arange(h, dtype=torch.float32, device=device).view(h, 1)
+    xs = torch.arange(w, dtype=torch.float32, device=device).view(1, w)
     masks = []
     for lm in lms:
         (cx, cy), (dx, dy), a, b, fw = _ellipse_params(lm, cfg)

@@ -360,11 +360,11 @@ def protect_student(photo: Any, faces: Any = None, *, checkpoint: str | Path | N
     Returns:
         :class:`StudentResult`; ``protected = clamp(photo + δ, 0, 1)`` and ``delta = protected - photo``.
     """
-    from .teacher import _as_photo, _faces_and_mask, work_region
+    from .teacher import as_photo, faces_and_mask, work_region
 
     device = torch.device(device)
-    x = _as_photo(photo, device)
-    faces, m = _faces_and_mask(x, faces, mask)
+    x = as_photo(photo, device)
+    faces, m = faces_and_mask(x, faces, mask)
     src = ""
     if model is None:
         src = str(find_checkpoint(checkpoint))

@@ -301,7 +301,7 @@ class Reference:
     batch_index: torch.Tensor | None = None  # (N,) image of the batch holding each face; None when B == 1
 
 
-def _vae_latent(vae: Any, x: torch.Tensor) -> torch.Tensor:
+def vae_latent(vae: Any, x: torch.Tensor) -> torch.Tensor:
     """Mean of the SD VAE posterior of (B, 3, h, w) in [0, 1] (h, w replicate-padded to a multiple of 8)."""
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     h, w = x.shape[-2:]
@@ -320,7 +320,7 @@ def make_reference(clean: torch.Tensor, landmarks: torch.Tensor, models: Teacher
     """
     with torch.no_grad():
         emb = {n: e.detach() for n, e in models.ensemble.embed_all(clean, landmarks, batch_index).items()}
-        lat = _vae_latent(models.vae, clean).detach() if models.vae is not None else None
+        lat = vae_latent(models.vae, clean).detach() if models.vae is not None else None
     return Reference(photo=clean, landmarks=landmarks, embeddings=emb, latent=lat, batch_index=batch_index)
 
 
@@ -388,7 +388,7 @@ def teacher_objective(protected: torch.Tensor, reference: Reference, models: Tea
         loss = loss + config.lpips_weight * torch.relu(lp - config.lpips_budget)
         lp_value = float(lp.detach())
     if models.vae is not None and reference.latent is not None and config.diffusion_weight > 0:
-        lat = (_vae_latent(models.vae, protected) - reference.latent).pow(2).mean()
+        lat = (vae_latent(models.vae, protected) - reference.latent).pow(2).mean()
         loss = loss - config.diffusion_weight * lat.to(loss.device)
         lat_value = float(lat.detach())
     return ObjectiveValue(loss=loss, identity=float(identity.detach()), lpips=lp_value, latent=lat_value,
@@ -497,7 +497,7 @@ def work_region(mask: torch.Tensor, faces: Sequence[Any], grow: float) -> tuple[
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_photo(photo: Any, device: Any) -> torch.Tensor:
+def as_photo(photo: Any, device: Any) -> torch.Tensor:
     """(1, 3, H, W) float32 in [0, 1] on ``device`` from a tensor (3, H, W)/(1, 3, H, W) or an (H, W, 3) uint8 array."""
     if isinstance(photo, np.ndarray):
         from .io import to_tensor
@@ -516,7 +516,12 @@ def _as_photo(photo: Any, device: Any) -> torch.Tensor:
     return photo
 
 
-def _faces_and_mask(photo: torch.Tensor, faces: Any, mask: Any) -> tuple[tuple, torch.Tensor]:
+def faces_and_mask(photo: torch.Tensor, faces: Any, mask: Any) -> tuple[tuple, torch.Tensor]:
+    """The faces to protect and their (H, W) soft mask in [0, 1] for a (1, 3, H, W) photo.
+
+    ``faces=None`` runs the default detector; ``mask=None`` builds the union of the faces' soft masks
+    (:func:`obscrowd_lib.masks.face_masks`). Raises ValueError when there is no face or the mask does not fit.
+    """
     if faces is None:
         from .faces import detect_faces
 
@@ -571,8 +576,8 @@ def optimise(photo: Any, faces: Any = None, *, config: TeacherConfig, delta0: to
         :class:`TeacherResult`.
     """
     device = torch.device(device)
-    photo = _as_photo(photo, device)
-    faces, mask_full = _faces_and_mask(photo, faces, mask)
+    photo = as_photo(photo, device)
+    faces, mask_full = faces_and_mask(photo, faces, mask)
     models = models or load_teacher_models(config, device)
     check_models(models, config)
     steps = config.steps if steps is None else int(steps)
@@ -701,8 +706,10 @@ __all__ = [
     "TeacherConfig",
     "TeacherModels",
     "TeacherResult",
+    "as_photo",
     "check_models",
     "face_tiles",
+    "faces_and_mask",
     "input_diversity",
     "load_teacher_models",
     "make_reference",
@@ -712,5 +719,6 @@ __all__ = [
     "protect_teacher",
     "step_size",
     "teacher_objective",
+    "vae_latent",
     "work_region",
 ]

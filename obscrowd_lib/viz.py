@@ -38,13 +38,16 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
     n = len(images)
     columns = min(columns, n)
     rows = (n + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * tile / dpi, rows * (tile / dpi + 0.35)), dpi=dpi,
-                             squeeze=False)
+    thumbs = [thumbnail(img, tile) for img in images]
+    # rows as tall as the tallest thumbnail, columns as wide as the widest: landscape photos get no blank band
+    row_h = max(th.shape[0] for th in thumbs) / dpi + (0.35 if titles else 0.1)
+    col_w = max(th.shape[1] for th in thumbs) / dpi
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * col_w, rows * row_h), dpi=dpi, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, img in enumerate(images):
         ax = axes.flat[i]
-        th = thumbnail(img, tile)
+        th = thumbs[i]
         scale = th.shape[1] / img.shape[1]
         ax.imshow(th)
         if titles:

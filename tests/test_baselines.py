@@ -112,10 +112,10 @@ def test_per_face_stays_in_budget_and_protects_each_face(photo_and_faces, models
 
 
 def _latent_norm(vae, x):
-    from obscrowd_lib.teacher import _vae_latent
+    from obscrowd_lib.teacher import vae_latent
 
     with torch.no_grad():
-        return float(_vae_latent(vae, x).norm())
+        return float(vae_latent(vae, x).norm())
 
 
 @pytest.mark.parametrize("name", B.NEEDS_VAE)

@@ -35,6 +35,11 @@ def test_composite_geometry_and_identities():
     assert (x1 - x0, y1 - y0) == (32, 32)
     assert np.all(c.image[y0:y1, x0:x1] == 200)
     assert np.all(c.image[:4] == 235)  # gap is background
+    # a face box is assigned to the tile holding its centre; a box centred in a gap to none
+    assert c.identity_at((x0 + 5, y0 + 5, x0 + 20, y0 + 20)) == "y"
+    bx0, by0, _, _ = c.tiles[2]
+    assert c.identity_at((bx0, by0, bx0 + 10, by0 + 10)) == "x"
+    assert c.identity_at((0, 0, 3, 3)) is None
 
 
 def test_default_composite_has_four_known_people():

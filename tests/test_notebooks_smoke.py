@@ -7,8 +7,12 @@ from obscrowd_lib import runner
 # Files each notebook must leave in its run_dir (besides metrics.json).
 EXPECTED = {
     "00_setup_and_data": ["samples.jpg", "composite.jpg"],
+    "02_teacher_optimisation": ["photo_and_mask.jpg", "loss_curves.jpg", "similarity_bars.jpg", "budget_heatmap.jpg",
+                                "before_after.jpg", "config.json"],
     "03_student_distillation": ["training_set.jpg", "loss_curves.jpg", "similarity_bars.jpg", "before_after.jpg",
                                 "student.pt", "checkpoint.pt"],
+    "04_inference_refinement": ["similarity_vs_k.jpg", "per_face_at_kmax.jpg", "refined.jpg", "config.json"],
+    "05_evaluation": ["faces.jpg", "faces_labelled.jpg", "methods.jpg", "config.json", "evaluation_teacher.json"],
 }
 
 

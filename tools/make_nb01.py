@@ -207,31 +207,21 @@ if interactive:  # sliders: only in a live kernel, never in headless runs
 ("md", """
 ## 4 · Per-face identity similarity between two photos
 
-A controlled composite: four single portraits with known identities on one canvas (their top squares,
-where the faces are; `data.default_composite` centre-crops, which cuts Biden's face out of his tall photo).
+A controlled composite: four single portraits with known identities on one canvas (`data.make_composite`
+takes the top square of a tall portrait, where its face is).
 First, the composite against a **JPEG copy of itself**: `FREnsemble.similarities(a, b, faces)` gives, per
 model, the cosine of each face with the same face in the other photo. The dashed marks are each model's
 threshold at a false-accept rate of 1e-3 (`recognition.load_thresholds`), when calibrated: above it, the
 model says "same person".
 """),
 ("code", """
-def top_square(name):
-    img = load_image(data.sample_path(name))
-    return img[: min(img.shape[:2])]
-
-
 def detect_composite(portraits):
-    # composite of the portraits' top squares; its faces, each with the file stem of the tile holding it
-    comp = data.make_composite([top_square(n) for n in portraits], tile=composite_tile,
+    # composite of the portraits; its faces, each with the file stem of the tile holding it
+    comp = data.make_composite([data.sample_path(n) for n in portraits], tile=composite_tile,
                                columns=2 if len(portraits) == 4 else len(portraits),
                                identities=[Path(n).stem for n in portraits])
     fl = FaceDetector(detectors[0], device=device).detect(comp.image)
-    who = []
-    for fc in fl:  # identity of each face: the tile that holds its centre
-        c = ((fc.box[0] + fc.box[2]) / 2, (fc.box[1] + fc.box[3]) / 2)
-        who.append(next((i for i, (a, b, cc, d) in zip(comp.identities, comp.tiles)
-                         if a <= c[0] < cc and b <= c[1] < d), "?"))
-    return comp, fl, who
+    return comp, fl, [comp.identity_at(fc.box) or "?" for fc in fl]
 
 
 portraits_a = ["obama.jpg", "biden.jpg", "astronaut.png", "grace_hopper.jpg"]

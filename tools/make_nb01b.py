@@ -66,10 +66,7 @@ for n, why in skipped.items():
     print(f"skipped {n}: {why}")
 
 if photo == "composite":
-    portraits = ["obama.jpg", "biden.jpg", "astronaut.png", "grace_hopper.jpg"]
-    squares = [load_image(data.sample_path(n)) for n in portraits]
-    # top squares, where these portraits' faces are (make_composite centre-crops, which loses Biden's face)
-    image = data.make_composite([p[: min(p.shape[:2])] for p in squares], tile=composite_tile, columns=2).image
+    image = data.default_composite(tile=composite_tile).image  # Obama, Biden, the astronaut, Grace Hopper
 else:
     image = load_image(data.sample_path(photo))
 s = min(1.0, max_side / max(image.shape[:2]))
