@@ -182,3 +182,32 @@ def default_composite(tile: int = 256) -> Composite:
     names = ["obama.jpg", "biden.jpg", "astronaut.png", "grace_hopper.jpg"]
     return make_composite([sample_path(n) for n in names], identities=[SAMPLES[n].identity for n in names],
                           tile=tile, columns=2)
+
+
+def load_photo(photo: str | Path, *, max_side: int | None = None, tile: int = 160) -> np.ndarray:
+    """The photo a notebook or script works on, as an (H, W, 3) uint8 RGB array.
+
+    ``photo`` is one of: a sample name (``"t1.jpg"``, see :data:`SAMPLES`); a path to your own image;
+    ``"composite"``, the standard 4-person composite (:func:`default_composite`); or
+    ``"composite:a.jpg,b.jpg,..."``, the listed sample portraits side by side in one row. Composite
+    tiles are ``tile`` pixels square. With ``max_side`` the result is downscaled (Lanczos) so that its
+    long side is at most ``max_side`` pixels.
+    """
+    from .io import downscale, load_image
+
+    name = str(photo)
+    if name == "composite":
+        image = default_composite(tile=tile).image
+    elif name.startswith("composite:"):
+        names = [n.strip() for n in name.split(":", 1)[1].split(",") if n.strip()]
+        unknown = [n for n in names if n not in SAMPLES]
+        if not names or unknown:
+            raise ValueError(f"load_photo: {name!r} must list sample portraits after 'composite:'"
+                             f"{'; unknown: ' + ', '.join(unknown) if unknown else ''} (known: {', '.join(SAMPLES)})")
+        image = make_composite([sample_path(n) for n in names], identities=[SAMPLES[n].identity for n in names],
+                               tile=tile).image
+    elif name in SAMPLES:
+        image = load_image(sample_path(name))
+    else:
+        image = load_image(name)  # a user's file: ImageError names it when missing or unreadable
+    return downscale(image, max_side) if max_side else image

@@ -72,6 +72,23 @@ def _to_rgb_array(im) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
+    """(H, W, 3) uint8 → a Lanczos-resized copy whose long side is at most ``max_side`` pixels.
+
+    The aspect ratio is kept; an image already small enough is returned as it is (not copied).
+    """
+    from PIL import Image
+
+    if max_side < 1:
+        raise ValueError(f"downscale: max_side must be >= 1, got {max_side}")
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s == 1.0:
+        return image
+    return np.asarray(Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))),
+                                                    Image.Resampling.LANCZOS))
+
+
 def to_tensor(image: np.ndarray, device="cpu"):
     """(H, W, 3) uint8 → (1, 3, H, W) float32 tensor in [0, 1] on ``device``."""
     import torch

@@ -15,14 +15,9 @@ import numpy as np
 
 def thumbnail(image: np.ndarray, max_side: int = 256) -> np.ndarray:
     """(H, W, 3) uint8 → a copy whose long side is at most ``max_side`` pixels (aspect kept)."""
-    from PIL import Image
+    from .io import downscale
 
-    h, w = image.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    if s == 1.0:
-        return image
-    return np.asarray(Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))),
-                                                    Image.Resampling.LANCZOS))
+    return downscale(image, max_side)
 
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, *, columns: int = 4,

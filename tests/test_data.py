@@ -1,6 +1,7 @@
 """Sample photos from registry packages and controlled composites."""
 
 import numpy as np
+import pytest
 
 from obscrowd_lib import artifacts, data
 
@@ -45,3 +46,22 @@ def test_composite_geometry_and_identities():
 def test_default_composite_has_four_known_people():
     c = data.default_composite(tile=64)
     assert len(c.tiles) == 4 and len(set(c.identities)) == 4
+
+
+def test_load_photo_resolves_samples_composites_and_files(tmp_path):
+    from obscrowd_lib.io import ImageError, save_png
+
+    t1 = data.load_photo("t1.jpg", max_side=320)
+    assert t1.dtype == np.uint8 and max(t1.shape[:2]) == 320 and t1.shape[1] / t1.shape[0] == \
+        pytest.approx(1280 / 886, rel=0.01)
+    assert data.load_photo("t1.jpg").shape[:2] == (886, 1280)  # no max_side: full size
+    pair = data.load_photo("composite:obama.jpg,biden.jpg", tile=64)
+    assert np.array_equal(pair, data.make_composite([data.sample_path("obama.jpg"), data.sample_path("biden.jpg")],
+                                                    tile=64).image)
+    assert np.array_equal(data.load_photo("composite", tile=64), data.default_composite(tile=64).image)
+    mine = save_png(np.full((40, 60, 3), 7, np.uint8), tmp_path / "mine.png")
+    assert data.load_photo(mine, max_side=30).shape == (20, 30, 3)
+    with pytest.raises(ValueError, match="unknown: nobody.jpg"):
+        data.load_photo("composite:obama.jpg,nobody.jpg")
+    with pytest.raises(ImageError, match="no such file"):
+        data.load_photo(tmp_path / "absent.jpg")

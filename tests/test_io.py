@@ -68,3 +68,15 @@ def test_list_images(tmp_path):
     for n in ["b.png", "a.jpg", ".hidden.png", "notes.txt"]:
         (tmp_path / n).write_bytes(b"x")
     assert [p.name for p in io.list_images(tmp_path)] == ["a.jpg", "b.png"]
+
+
+def test_downscale_keeps_aspect_and_small_images():
+    from obscrowd_lib.io import downscale
+
+    img = np.zeros((300, 600, 3), np.uint8)
+    img[:, 300:] = 255
+    small = downscale(img, 100)
+    assert small.shape == (50, 100, 3) and small[:, :45].max() < 10 and small[:, 55:].min() > 245
+    assert downscale(img, 600) is img  # already small enough: returned as it is
+    with pytest.raises(ValueError, match="max_side"):
+        downscale(img, 0)

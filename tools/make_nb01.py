@@ -27,18 +27,17 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
 
 from obscrowd_lib import attacks, data, recognition, viz
 from obscrowd_lib.config import save_config
 from obscrowd_lib.faces import FaceDetector
-from obscrowd_lib.io import load_image, to_tensor, to_uint8
+from obscrowd_lib.io import to_tensor, to_uint8
 from obscrowd_lib.masks import MaskConfig, face_masks
 from obscrowd_lib.runner import write_json
 """),
 ("params", """
 run_dir: str = "../papermill_runs/interactive/01_face_masking"  # where figures and metrics.json go
-photo: str = "t1.jpg"  # sample group photo, a file name from data.SAMPLES
+photo: str = "t1.jpg"  # a sample name from data.SAMPLES or the path of your own group photo
 max_side: int = 640  # the photo is downscaled so that its long side is at most this many pixels
 detectors: list = ["mtcnn", "dlib-cnn"]  # detectors compared on the photo; the first one is used afterwards
 recognizers: list = []  # zoo recognizer names; empty means every recognizer whose weights are present
@@ -67,11 +66,7 @@ except FileNotFoundError as e:  # the calibration has not been shipped or run ye
     thresholds = {}
     print("no calibrated thresholds:", e)
 
-image = load_image(data.sample_path(photo))
-s = min(1.0, max_side / max(image.shape[:2]))
-if s < 1:
-    image = np.asarray(Image.fromarray(image).resize((round(image.shape[1] * s), round(image.shape[0] * s)),
-                                                     Image.Resampling.LANCZOS))
+image = data.load_photo(photo, max_side=max_side)
 x = to_tensor(image, device)
 print(f"{photo}: {image.shape[1]}x{image.shape[0]} px | recognizers: {names} | {mask_config}")
 """),

@@ -25,16 +25,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
 
 from obscrowd_lib import attacks, data, viz, zoo
 from obscrowd_lib.evaluation import Evaluator
-from obscrowd_lib.io import load_image
 from obscrowd_lib.runner import write_json
 """),
 ("params", """
 run_dir: str = "../papermill_runs/interactive/01b_attacks"  # where figures and metrics.json go
-photo: str = "composite"  # a sample file name such as t1.jpg, or composite for four portraits side by side
+photo: str = "composite"  # a sample name such as t1.jpg, an image path, composite for four portraits, or composite:A,B
 max_side: int = 512  # the photo is downscaled so that its long side is at most this many pixels
 composite_tile: int = 160  # tile size in pixels of the composite
 attack_names: list = []  # registry attack names; empty means every evaluation attack of attacks.ATTACKS
@@ -65,14 +63,7 @@ kept = ["identity"] + [n for n in names if n not in skipped]
 for n, why in skipped.items():
     print(f"skipped {n}: {why}")
 
-if photo == "composite":
-    image = data.default_composite(tile=composite_tile).image  # Obama, Biden, the astronaut, Grace Hopper
-else:
-    image = load_image(data.sample_path(photo))
-s = min(1.0, max_side / max(image.shape[:2]))
-if s < 1:
-    image = np.asarray(Image.fromarray(image).resize((round(image.shape[1] * s), round(image.shape[0] * s)),
-                                                     Image.Resampling.LANCZOS))
+image = data.load_photo(photo, max_side=max_side, tile=composite_tile)  # "composite": Obama, Biden, the astronaut, Grace Hopper
 print(f"{photo}: {image.shape[1]}x{image.shape[0]} px | attacks: {kept} | recognizers: {recognizers}")
 """),
 ("md", """

@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt
 from obscrowd_lib import data, viz
 from obscrowd_lib.config import save_config
 from obscrowd_lib.faces import detect_faces
-from obscrowd_lib.io import load_image, to_tensor
+from obscrowd_lib.io import to_tensor
 from obscrowd_lib.masks import face_masks
 from obscrowd_lib.metrics import imperceptibility
 from obscrowd_lib.runner import write_json
@@ -46,7 +46,7 @@ from obscrowd_lib.teacher import TeacherConfig, load_teacher_models, margin, pro
 """),
 ("params", """
 run_dir: str = "../papermill_runs/interactive/02_teacher_optimisation"  # where figures and metrics.json go
-photo: str = "composite"  # a sample file name such as t1.jpg, or composite for obama and biden side by side
+photo: str = "composite:obama.jpg,biden.jpg"  # a sample name such as t1.jpg, an image path, composite, or composite:A,B
 tile: int = 160  # tile size in pixels of the composite
 max_side: int = 768  # the photo is downscaled so that its long side is at most this many pixels
 eps_255: float = 8.0  # L-inf budget in /255 units
@@ -64,15 +64,7 @@ names = tuple(n.strip() for n in ensemble.split(",") if n.strip())
 config = TeacherConfig(eps_255=eps_255, steps=steps, step_size_255=step_size_255, ensemble=names,
                        attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()),
                        early_stop=early_stop, seed=seed)
-if photo == "composite":
-    image = data.make_composite([data.sample_path("obama.jpg"), data.sample_path("biden.jpg")], tile=tile).image
-else:
-    image = load_image(data.sample_path(photo))
-scale = min(1.0, max_side / max(image.shape[:2]))
-if scale < 1:
-    from PIL import Image
-    image = np.asarray(Image.fromarray(image).resize((round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                                                     Image.Resampling.LANCZOS))
+image = data.load_photo(photo, max_side=max_side, tile=tile)
 x = to_tensor(image)
 print("photo", image.shape, "| config:", config)
 """),

@@ -36,13 +36,12 @@ from IPython.display import Markdown, display
 
 from obscrowd_lib import baselines, data, evaluation, viz
 from obscrowd_lib.attacks import to_uint8
-from obscrowd_lib.io import load_image
 from obscrowd_lib.runner import write_json
 from obscrowd_lib.teacher import TeacherConfig
 """),
 ("params", """
 run_dir: str = "../papermill_runs/interactive/05_evaluation"  # where figures, tables and metrics.json go
-sample: str = "t1.jpg"  # sample photo, a name from obscrowd_lib.data.SAMPLES
+sample: str = "t1.jpg"  # a sample name from obscrowd_lib.data.SAMPLES, an image path, composite, or composite:A,B
 max_side: int = 512  # the photo is downscaled so that its long side is at most this many pixels
 methods: list = ["none", "blur", "pixelate", "facelock", "per-face", "teacher"]  # rows of the comparison table
 add_vae_baselines: bool = True  # add PhotoGuard, EditShield-like, CW-L2 and VAE attack when an SD VAE is registered
@@ -87,7 +86,7 @@ The reference identities are the faces MTCNN finds on the **clean** photo. Every
 one of these faces.
 """),
 ("code", """
-photo = viz.thumbnail(load_image(data.sample_path(sample)), max_side)
+photo = data.load_photo(sample, max_side=max_side)
 faces = ev.reference_faces(photo)
 fig = viz.image_grid([photo], [f"{sample}: {len(faces)} faces"], columns=1, tile=max_side,
                      boxes=[[f.box for f in faces]], labels=[[f"#{i}" for i in range(len(faces))]])
