@@ -25,10 +25,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(rows)
         else:
+            print(f"{'name':20s} {'kind':12s} {'diff':4s} {'fetched':7s} {'weights':>9s} {'download':>9s}  licence")
             for r in rows:
-                size = f"{r['size_mb']:.0f} MB" if r["size_mb"] else "local"
-                print(f"{r['name']:20s} {r['kind']:12s} diff={'yes' if r['differentiable'] else 'no ':3s} "
-                      f"fetched={'yes' if r['fetched'] else 'no ':3s} {size:>8s}  {r['licence']}")
+                weights = f"{r['weights_mb']:.1f} MB" if r["weights_mb"] is not None else "-"
+                size = f"{r['size_mb']:.0f} MB" if r["size_mb"] is not None else "local"
+                print(f"{r['name']:20s} {r['kind']:12s} {'yes' if r['differentiable'] else 'no':4s} "
+                      f"{'yes' if r['fetched'] else 'no':7s} {weights:>9s} {size:>9s}  {r['licence']}")
         return 0
     if args.action == "register":
         if len(args.names) != 2:

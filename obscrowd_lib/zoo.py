@@ -227,12 +227,26 @@ def load_model(name: str, device: Any = "cpu", **kwargs: Any):
     return fn(device=device, **{**e.options, **kwargs})
 
 
+def weights_mb(name: str) -> float | None:
+    """MB of the files the model itself loads (its own and its ``requires``' inner paths), read from the
+    unpacked artifacts without fetching; None when an artifact is not unpacked or the model is user-provided."""
+    e = get_entry(name)
+    if e.artifact is None or not is_available(name):
+        return None
+    total = 0
+    for entry in [e, *(get_entry(r) for r in e.requires)]:
+        root = artifacts.unpacked_dir(entry.artifact)
+        total += sum(f.stat().st_size for pat in entry.inner_paths for f in root.glob(pat) if f.is_file())
+    return round(total / 2**20, 1)
+
+
 def describe(name: str) -> dict[str, Any]:
-    """A JSON-ready summary of one entry (for ``obscrowd models list --json``)."""
+    """A JSON-ready summary of one entry (for ``obscrowd models list --json``): ``size_mb`` is the registry
+    artifact's download, ``weights_mb`` the model's own files inside it (:func:`weights_mb`)."""
     e = get_entry(name)
     size = artifacts.ARTIFACTS[e.artifact].size_mb if e.artifact else None
     return {"name": e.name, "kind": e.kind, "description": e.description, "differentiable": e.differentiable,
-            "fetched": is_available(name), "size_mb": size, "licence": e.licence,
+            "fetched": is_available(name), "size_mb": size, "weights_mb": weights_mb(name), "licence": e.licence,
             "artifact": artifacts.ARTIFACTS[e.artifact].spec if e.artifact else None,
             "sha256": artifacts.ARTIFACTS[e.artifact].sha256 if e.artifact else None,
             "inner_paths": list(e.inner_paths)}

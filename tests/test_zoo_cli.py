@@ -24,13 +24,18 @@ def test_models_list_json(capsys):
     by = {r["name"]: r for r in rows}
     assert set(by) == set(zoo.ENTRIES)
     for r in rows:
-        assert set(r) >= {"name", "kind", "differentiable", "fetched", "size_mb", "licence"}
+        assert set(r) >= {"name", "kind", "differentiable", "fetched", "size_mb", "weights_mb", "licence"}
     assert by["dlib-native"]["differentiable"] is False and by["facenet"]["differentiable"] is True
+    # weights = the model's own files: one of the three graphs in the 145 MB human-models package
+    assert 1 < by["mobileface"]["weights_mb"] < 5 < by["mobileface"]["size_mb"]
+    assert by["dists"]["weights_mb"] > by["lpips-vgg"]["weights_mb"] > 50  # DISTS also loads the VGG16 backbone
+    assert by["insightface-arcface"]["weights_mb"] is None and by["insightface-arcface"]["size_mb"] is None
 
 
 def test_user_model_absent_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("OBSCROWD_HOME", str(tmp_path))
     monkeypatch.delenv("OBSCROWD_INSIGHTFACE_ARCFACE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # nor a pack in insightface's own folder
     with pytest.raises(zoo.ModelNotAvailable, match="obscrowd models register insightface-arcface PATH"):
         zoo.local_path("insightface-arcface")
     assert not zoo.is_available("insightface-arcface")
