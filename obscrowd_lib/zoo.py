@@ -163,10 +163,10 @@ def _user_path(name: str) -> str | None:
     """A user-provided model's path: ``$OBSCROWD_<NAME>``, else the registered one, else the entry's
     ``default_path`` when that file exists (e.g. a pack insightface itself downloaded), else None."""
     p = os.environ.get(f"OBSCROWD_{name.upper().replace('-', '_')}") or local_paths().get(name)  # broken JSON raises
+    if p is not None:
+        return p
     default = get_entry(name).default_path
-    if p is None and default is not None and Path(default).expanduser().exists():
-        p = str(Path(default).expanduser())
-    return p
+    return str(Path(default).expanduser()) if default and Path(default).expanduser().exists() else None
 
 
 def local_path(name: str, path: str | None = None) -> str:
@@ -228,16 +228,13 @@ def load_model(name: str, device: Any = "cpu", **kwargs: Any):
 
 
 def weights_mb(name: str) -> float | None:
-    """MB of the files the model itself loads (its own and its ``requires``' inner paths), read from the
-    unpacked artifacts without fetching; None when an artifact is not unpacked or the model is user-provided."""
+    """MB of the files the model itself loads (:func:`entry_files` of it and its ``requires``); None, without
+    fetching anything, when an artifact is not unpacked yet or the model is user-provided."""
     e = get_entry(name)
     if e.artifact is None or not is_available(name):
         return None
-    total = 0
-    for entry in [e, *(get_entry(r) for r in e.requires)]:
-        root = artifacts.unpacked_dir(entry.artifact)
-        total += sum(f.stat().st_size for pat in entry.inner_paths for f in root.glob(pat) if f.is_file())
-    return round(total / 2**20, 1)
+    files = {f for n in (name, *e.requires) for f in entry_files(n) if f.is_file()}
+    return round(sum(f.stat().st_size for f in files) / 2**20, 1)
 
 
 def describe(name: str) -> dict[str, Any]:
