@@ -177,11 +177,19 @@ def make_composite(portraits: list[str | Path | np.ndarray], *, identities: list
     return Composite(canvas, tiles, list(ids), srcs)
 
 
+def sample_composite(names: list[str], *, tile: int = 256, columns: int | None = None) -> Composite:
+    """:func:`make_composite` of the sample portraits ``names`` (keys of :data:`SAMPLES`), with their identities."""
+    unknown = [n for n in names if n not in SAMPLES]
+    if not names or unknown:
+        raise ValueError(f"sample_composite needs sample portraits{'; unknown: ' + ', '.join(unknown) if unknown else ''}"
+                         f" (known: {', '.join(SAMPLES)})")
+    return make_composite([sample_path(n) for n in names], identities=[SAMPLES[n].identity for n in names],
+                          tile=tile, columns=columns)
+
+
 def default_composite(tile: int = 256) -> Composite:
     """The project's standard 4-person composite: Obama, Biden, the astronaut and Grace Hopper."""
-    names = ["obama.jpg", "biden.jpg", "astronaut.png", "grace_hopper.jpg"]
-    return make_composite([sample_path(n) for n in names], identities=[SAMPLES[n].identity for n in names],
-                          tile=tile, columns=2)
+    return sample_composite(["obama.jpg", "biden.jpg", "astronaut.png", "grace_hopper.jpg"], tile=tile, columns=2)
 
 
 def load_photo(photo: str | Path, *, max_side: int | None = None, tile: int = 160) -> np.ndarray:
@@ -200,12 +208,10 @@ def load_photo(photo: str | Path, *, max_side: int | None = None, tile: int = 16
         image = default_composite(tile=tile).image
     elif name.startswith("composite:"):
         names = [n.strip() for n in name.split(":", 1)[1].split(",") if n.strip()]
-        unknown = [n for n in names if n not in SAMPLES]
-        if not names or unknown:
-            raise ValueError(f"load_photo: {name!r} must list sample portraits after 'composite:'"
-                             f"{'; unknown: ' + ', '.join(unknown) if unknown else ''} (known: {', '.join(SAMPLES)})")
-        image = make_composite([sample_path(n) for n in names], identities=[SAMPLES[n].identity for n in names],
-                               tile=tile).image
+        try:
+            image = sample_composite(names, tile=tile).image
+        except ValueError as e:
+            raise ValueError(f"load_photo: {name!r} must list sample portraits after 'composite:': {e}") from e
     elif name in SAMPLES:
         image = load_image(sample_path(name))
     else:
